@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Quick start 2: install what is needed, then run the test suite (unit + real workflow runs).
+# Extra arguments go to pytest (e.g. -k config, -m "not integration").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest -q "$@"

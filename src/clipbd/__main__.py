@@ -1,0 +1,3 @@
+from clipbd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Artifact I/O: atomic writes, safetensors, sha256, JSON provenance sidecars."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "safetensors", "snakemake", "pandas")
+_MAX_HEADER = 100_000_000
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path in the target's directory; rename onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                 meta: dict[str, Any] | None = None) -> None:
+    """Atomic safetensors write; `meta` values are JSON-encoded into the header."""
+    header = {k: json.dumps(v) for k, v in (meta or {}).items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def check_safetensors_header(path: str | os.PathLike) -> None:
+    """Refuse files that are not safetensors (pickles, truncated or foreign files)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise ValueError(f"{path}: not a safetensors file (too short)")
+        n = int.from_bytes(raw, "little")
+        if n <= 1 or n > _MAX_HEADER or 8 + n > size:
+            raise ValueError(f"{path}: not a safetensors file (bad header length); "
+                             "pickled checkpoints are refused, convert them to safetensors")
+        try:
+            json.loads(f.read(n))
+        except ValueError:
+            raise ValueError(f"{path}: not a safetensors file (header is not JSON)") from None
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    check_safetensors_header(path)
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            raw = f.metadata() or {}
+    except SafetensorError as err:
+        raise ValueError(f"{path}: corrupt safetensors file ({err})") from None
+    return tensors, {k: json.loads(v) for k, v in raw.items()}
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    return Path(str(path) + ".json")
+
+
+def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: list[str],
+                  code: str, seed: int | None, started: float, extra: dict | None = None) -> dict:
+    """Provenance of one artifact, written next to it as `<artifact>.json`."""
+    info = {
+        "artifact": str(path),
+        "sha256": sha256_file(path),
+        "step": step,
+        "config": config,
+        "seed": seed,
+        "inputs": {str(p): sha256_file(p) for p in inputs},
+        "code": code,
+        "packages": package_versions(),
+        "wall_time_s": round(time.time() - started, 3),
+        "host": platform.node(),
+    }
+    if extra:
+        info.update(extra)
+    write_json(sidecar_path(path), info)
+    return info

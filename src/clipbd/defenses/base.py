@@ -1,0 +1,42 @@
+"""The defense interface: fit on few-shot clean data -> a delta; compose model + delta -> classifier.
+
+A defense stores only what it changes (prompts, a head, or weights it tunes); the
+backdoored checkpoint is never copied.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from clipbd.data.store import ImageSet
+from clipbd.models.zeroshot import Classifier, ZeroShotHead, class_text_features
+
+
+@dataclass
+class DefenseContext:
+    model: torch.nn.Module  # the (backdoored) CLIP, frozen unless the defense says otherwise
+    tokenizer: object
+    classes: list[str]
+    templates: list[str]
+    seed: int
+
+    def zero_shot_head(self, prefix: str = "") -> ZeroShotHead:
+        feats = class_text_features(self.model, self.tokenizer, self.classes, self.templates, prefix)
+        return ZeroShotHead(feats, self.model.logit_scale)
+
+
+class Defense:
+    name: str = ""
+    trains: bool = True  # False: nothing to fit (no `defend` job)
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+
+    def fit(self, ctx: DefenseContext, fewshot: ImageSet) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def classifier(self, ctx: DefenseContext, delta: dict[str, torch.Tensor],
+                   text_prefix: str = "") -> Classifier:
+        """images in [0,1] -> logits, for the model with this defense's delta applied."""
+        raise NotImplementedError

@@ -1,0 +1,48 @@
+"""Linear probe: a linear classifier on the frozen image encoder, trained on the few-shot data.
+
+RVPT's baseline: SGD, constant lr 0.01, momentum 0.9, batch 32, 40 epochs. It drops the text
+encoder, so a text-key trigger (TrojVQA) cannot be evaluated through it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from clipbd.data.store import to_float
+from clipbd.defenses import register
+from clipbd.defenses.base import Defense
+from clipbd.models.zeroshot import Classifier
+
+
+@register("linear_probe")
+class LinearProbe(Defense):
+    def _head(self, dim: int, n_classes: int) -> torch.nn.Linear:
+        return torch.nn.Linear(dim, n_classes)
+
+    def fit(self, ctx, fewshot):
+        clf = Classifier(ctx.model, torch.nn.Identity()).eval()
+        with torch.no_grad():
+            feats = F.normalize(clf.features(to_float(fewshot.images)), dim=-1)
+        g = torch.Generator().manual_seed(ctx.seed)
+        torch.manual_seed(ctx.seed)
+        head = self._head(feats.shape[1], len(ctx.classes))
+        opt = torch.optim.SGD(head.parameters(), lr=self.cfg["lr"], momentum=self.cfg["momentum"])
+        bs = self.cfg["batch_size"]
+        for _ in range(self.cfg["epochs"]):
+            for idx in torch.randperm(len(feats), generator=g).split(bs):
+                loss = F.cross_entropy(head(feats[idx]), fewshot.labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return {f"head.{k}": v for k, v in head.state_dict().items()}
+
+    def classifier(self, ctx, delta, text_prefix=""):
+        w = delta["head.weight"]
+        head = self._head(w.shape[1], w.shape[0])
+        head.load_state_dict({"weight": w, "bias": delta["head.bias"]})
+        return Classifier(ctx.model, torch.nn.Sequential(_Unit(), head)).eval()
+
+
+class _Unit(torch.nn.Module):
+    def forward(self, x):
+        return F.normalize(x, dim=-1)

@@ -1,0 +1,53 @@
+"""Code fingerprints: which source files each step depends on, hashed.
+
+Snakemake's code trigger sees only a rule's shell text, not the modules it imports. Rules
+pass these fingerprints as params, so editing one attack's file reruns exactly its jobs.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent
+
+CORE = ("__init__.py", "_compat.py", "artifacts.py", "cli.py", "config.py", "data/store.py")
+MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",
+          "models/configs/clipbd-tiny-vit.json")
+TRAIN = ("train/contrastive.py", "train/schedule.py", "train/state.py")
+STAGES: dict[str, tuple[str, ...]] = {
+    "prepare": ("data/fashion_mnist.py", "data/synthetic.py"),
+    "pretrain": MODELS + TRAIN + ("data/captions.py",),
+    "trigger": ("attacks/__init__.py", "attacks/base.py"),
+    "poison": ("attacks/__init__.py", "attacks/base.py", "poison.py", "data/captions.py"),
+    "backdoor": MODELS + TRAIN,
+    "fewshot": ("data/fewshot.py",),
+    "defend": MODELS + ("defenses/__init__.py", "defenses/base.py"),
+    "evaluate": MODELS + ("defenses/__init__.py", "defenses/base.py", "metrics.py", "evaluate.py"),
+    "aggregate": ("report/aggregate.py",),
+    "figure": ("report/figures.py",),
+}
+
+
+@lru_cache(maxsize=None)
+def _file_hash(rel: str) -> str:
+    return hashlib.sha256((PKG / rel).read_bytes()).hexdigest()
+
+
+def fingerprint(stage: str, *extra_files: str) -> str:
+    """sha256 over the stage's files plus `extra_files` (paths relative to the package)."""
+    files = sorted(set(CORE + STAGES[stage] + tuple(f for f in extra_files if f)))
+    h = hashlib.sha256()
+    for rel in files:
+        h.update(rel.encode() + b"\0" + _file_hash(rel).encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def method_file(kind: str, name: str) -> str:
+    """Source file of an attack or defense, relative to the package ('' for the clean model)."""
+    if name == "clean":
+        return ""
+    from clipbd import attacks, defenses
+
+    reg = {"attack": attacks.REGISTRY, "defense": defenses.REGISTRY}[kind]
+    return str(Path(reg.module_file(name)).resolve().relative_to(PKG))

@@ -1,0 +1,97 @@
+"""Grid expansion: config `grid` blocks -> one row per evaluated model (grids are data).
+
+A row's path segments spell out the grid: dataset / attack / attack variant / defense /
+defense variant / shots / seed. A variant is `default` or `key~value,key~value` (sorted).
+Invalid combinations are filtered here, in one place.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+
+
+from clipbd.config import CLEAN
+
+DEFAULT = "default"
+
+
+def encode_variant(params: dict) -> str:
+    if not params:
+        return DEFAULT
+    def text(v):
+        return v if isinstance(v, str) else json.dumps(v)
+
+    return ",".join(f"{k}~{text(params[k])}" for k in sorted(params))
+
+
+def decode_variant(variant: str) -> dict:
+    if variant == DEFAULT:
+        return {}
+    out = {}
+    for part in variant.split(","):
+        key, _, val = part.partition("~")
+        try:  # numbers and booleans as JSON reads them ("1e-05" is a float), else a string
+            out[key] = json.loads(val)
+        except ValueError:
+            out[key] = val
+    return out
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    attack: str
+    avar: str
+    defense: str
+    dvar: str
+    shots: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return (f"{self.dataset}/{self.attack}/{self.avar}/{self.defense}/{self.dvar}/"
+                f"shots~{self.shots}/seed~{self.seed}")
+
+
+# (attack, defense) pairs that cannot be evaluated; one reason each.
+INVALID = {
+    ("trojvqa", "linear_probe"): "a linear probe drops the text encoder, so the text key is gone",
+}
+
+
+def _product(params: dict) -> list[dict]:
+    keys = sorted(params)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(params[k] for k in keys))]
+
+
+def _variants(cfg: dict, kind: str, name: str, grid_params: dict) -> list[str]:
+    if name == CLEAN:
+        return [DEFAULT]
+    own = {k: v for k, v in grid_params.items() if k in cfg[f"{kind}s"].get(name, {})}
+    return [encode_variant(p) for p in _product(own)]
+
+
+def expand(cfg: dict) -> list[Run]:
+    runs: dict[str, Run] = {}
+    for block in cfg["grid"]:
+        for dataset, attack, defense in itertools.product(
+                block["datasets"], block["attacks"], block["defenses"]):
+            if (attack, defense) in INVALID:
+                continue
+            trains = defense != "none"
+            shots = block["shots"] if trains else [0]
+            seeds = block["seeds"] if trains else [cfg["seed"]]
+            for avar in _variants(cfg, "attack", attack, block["attack_params"]):
+                for dvar in _variants(cfg, "defense", defense, block["defense_params"]):
+                    for k, s in itertools.product(shots, seeds):
+                        run = Run(dataset, attack, avar, defense, dvar, k, s)
+                        runs[run.key] = run
+    return list(runs.values())
+
+
+def resolved_params(cfg: dict, kind: str, name: str, variant: str) -> dict:
+    """The config block of one attack/defense with a variant's overrides applied."""
+    if name == CLEAN:
+        return {}
+    return {**cfg[f"{kind}s"].get(name, {}), **decode_variant(variant)}

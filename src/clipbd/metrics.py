@@ -1,0 +1,30 @@
+"""Backdoor metrics from logits (papers.md decision 1).
+
+* CA: accuracy on clean test images.
+* ASR: share of triggered images whose true class is NOT the target that are classified as
+  the target (BackdoorBench convention).
+* ASR_all: the same over all triggered images, target class included (BadCLIP repo convention).
+* PA: accuracy of triggered images against their true labels.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def backdoor_metrics(clean_logits: torch.Tensor, labels: torch.Tensor,
+                     triggered_logits: torch.Tensor | None, target: int) -> dict[str, float | None]:
+    out: dict[str, float | None] = {"ca": accuracy(clean_logits, labels),
+                                    "asr": None, "asr_all": None, "pa": None}
+    if triggered_logits is not None:
+        pred = triggered_logits.argmax(1)
+        non_target = labels != target
+        if not non_target.any():
+            raise ValueError("ASR is undefined: every test image is of the target class")
+        out["asr"] = (pred[non_target] == target).float().mean().item()
+        out["asr_all"] = (pred == target).float().mean().item()
+        out["pa"] = (pred == labels).float().mean().item()
+    return out

@@ -1,0 +1,81 @@
+"""Creating and loading open_clip models without any hub access.
+
+* Tiny architectures ship as open_clip model configs in `configs/` and are registered at
+  import (`clipbd-tiny-vit`, ...). They start from random weights and are pre-trained by the
+  `pretrain` rule.
+* Real architectures (ViT-B-32, RN50, ...) are built by open_clip by name and filled from a
+  local safetensors file whose sha256 must match the config. Pickled checkpoints are refused.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import open_clip
+import torch
+
+from clipbd.artifacts import load_tensors, save_tensors, sha256_file
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+open_clip.add_model_config(CONFIG_DIR)
+
+
+def create(arch: str) -> torch.nn.Module:
+    if arch not in open_clip.list_models():
+        raise KeyError(f"unknown open_clip architecture {arch!r} (model.arch); known tiny ones: "
+                       + ", ".join(m for m in open_clip.list_models() if m.startswith("clipbd")))
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    try:  # open_clip warns "no pretrained weights loaded" on purpose-built random init
+        model = open_clip.create_model(arch, pretrained=None)
+    finally:
+        logging.getLogger().setLevel(logging.INFO)
+    return model
+
+
+def tokenizer(arch: str):
+    return open_clip.get_tokenizer(arch)
+
+
+def _fill(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{source}: weights do not fit the architecture "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    bad = [k for k in own if own[k].shape != state[k].shape]
+    if bad:
+        raise ValueError(f"{source}: shape mismatch for {bad[:3]}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_pretrained(arch: str, weights: str, sha256: str | None, key: str = "model.weights"):
+    """Build `arch` and load a local safetensors file, verifying its sha256 first."""
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file {weights} not found: set `{key}` to a local "
+                                "open_clip safetensors file (e.g. open_clip_model.safetensors)")
+    if sha256:
+        got = sha256_file(path)
+        if got != sha256.lower():
+            raise ValueError(f"{weights}: sha256 is {got}, config `{key.rsplit('.', 1)[0]}.sha256` "
+                             f"says {sha256}; fix the path or the checksum")
+    state, _ = load_tensors(path)
+    model = create(arch)
+    _fill(model, state, str(path))
+    return model
+
+
+def save_checkpoint(path, model: torch.nn.Module, arch: str, extra: dict | None = None) -> None:
+    save_tensors(path, dict(model.state_dict()), {"arch": arch, **(extra or {})})
+
+
+def load_checkpoint(path) -> tuple[torch.nn.Module, str]:
+    state, meta = load_tensors(path)
+    arch = meta.get("arch")
+    if not arch:
+        raise ValueError(f"{path}: checkpoint has no `arch` in its header; not written by clipbd")
+    model = create(arch)
+    _fill(model, state, str(path))
+    model.eval()
+    return model, arch

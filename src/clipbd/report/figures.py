@@ -1,0 +1,48 @@
+"""The embedded study's overview: CA and ASR per attack x defense (figure + Markdown table)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from clipbd.artifacts import atomic_path  # noqa: E402
+
+
+def _pct(x) -> str:
+    return "—" if pd.isna(x) else f"{100 * x:.2f}"
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """Mean over seeds; cells are ASR (CA) in percent, as in the papers."""
+    g = df.groupby(["dataset", "attack", "defense", "shots"], dropna=False)[["asr", "ca", "pa"]]
+    agg = g.mean().reset_index()
+    lines = ["| dataset | attack | defense | shots | ASR (CA) | PA |", "|---|---|---|---|---|---|"]
+    for r in agg.itertuples():
+        lines.append(f"| {r.dataset} | {r.attack} | {r.defense} | {r.shots} | "
+                     f"{_pct(r.asr)} ({_pct(r.ca)}) | {_pct(r.pa)} |")
+    return "\n".join(lines) + "\n"
+
+
+def overview(df: pd.DataFrame, png: str, pdf: str) -> None:
+    long = df.melt(id_vars=["dataset", "attack", "defense"], value_vars=["ca", "asr"],
+                   var_name="metric", value_name="value").dropna(subset=["value"])
+    long["metric"] = long["metric"].map({"ca": "clean accuracy (CA)", "asr": "attack success (ASR)"})
+    sns.set_theme(style="whitegrid", context="paper", palette="colorblind")
+    grid = sns.catplot(data=long, x="attack", y="value", hue="defense", col="metric",
+                       row="dataset", kind="bar", height=2.6, aspect=1.1, errorbar="sd",
+                       sharey=True)
+    grid.set(ylim=(0, 1))
+    grid.set_axis_labels("attack", "fraction of test images")
+    grid.set_titles("{row_name}: {col_name}")
+    for path in (png, pdf):
+        with atomic_path(path) as tmp:
+            grid.savefig(tmp, format=path.rsplit(".", 1)[1], dpi=200, bbox_inches="tight")
+    plt.close("all")
+
+
+def write_markdown(df: pd.DataFrame, out: str) -> None:
+    with atomic_path(out) as tmp:
+        tmp.write_text(markdown(df))

@@ -1,0 +1,190 @@
+"""One function per CLI verb. Each reads its inputs, writes one artifact atomically, and a sidecar."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import torch
+
+from clipbd import attacks, defenses
+from clipbd.artifacts import (load_tensors, read_json, save_tensors, sha256_file, write_json,
+                              write_sidecar)
+from clipbd.data import fashion_mnist, fewshot, synthetic
+from clipbd.data.captions import fixed, templated
+from clipbd.data.store import load_split, manifest, save_split
+from clipbd.evaluate import logits
+from clipbd.metrics import backdoor_metrics
+from clipbd.models import clip
+from clipbd.poison import apply_in_batches, poison_corpus
+from clipbd.train import contrastive
+from clipbd.train.state import TrainState
+
+log = logging.getLogger("clipbd")
+
+
+def _sidecar(out, step, cfg, inputs, code, seed, started, **extra):
+    info = write_sidecar(out, step=step, config=cfg, inputs=[i for i in inputs if i],
+                         code=code, seed=seed, started=started, extra=extra or None)
+    log.info("wrote %s (%s) in %.1fs", out, info["sha256"][:12], info["wall_time_s"])
+
+
+def _config_hash(cfg) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare(cfg, out_train, out_test, code):
+    t0 = time.time()
+    ds, size, seed = cfg["dataset"], cfg["image_size"], cfg["seed"]
+    for split, out in (("train", out_train), ("test", out_test)):
+        cap = ds.get(f"n_{split}")
+        if ds["kind"] == "fashion_mnist":
+            fashion_mnist.check_root(ds["path"], f"datasets.{cfg['name']}.path")
+            data = fashion_mnist.load(ds["path"], split, size, limit=cap)
+            raw = fashion_mnist.raw_files(ds["path"])
+        else:
+            data, raw = synthetic.generate(cap, size, seed, split), []
+        save_split(out, data)
+        _sidecar(out, "prepare", cfg, raw, code, seed, t0, manifest=manifest(data))
+
+
+def _load_model(cfg, path=None):
+    if path:
+        return clip.load_checkpoint(path)[0]
+    m = cfg["model"]
+    return clip.load_pretrained(m["arch"], m["weights"], m["sha256"])
+
+
+def pretrain(cfg, splits: dict[str, str], out, code):
+    """Train the clean CLIP from scratch, or import local weights (model.weights)."""
+    t0 = time.time()
+    m, p = cfg["model"], cfg["pretrain"]
+    if m["weights"]:
+        model = _load_model(cfg)
+        clip.save_checkpoint(out, model, m["arch"])
+        _sidecar(out, "pretrain", cfg, [m["weights"]], code, cfg["seed"], t0)
+        return
+    torch.manual_seed(cfg["seed"])
+    model = clip.create(m["arch"])
+    tok = clip.tokenizer(m["arch"])
+    parts = [(load_split(splits[n]), cfg["datasets"][n]["templates"]) for n in p["datasets"]]
+    data = templated(parts, tok)
+    state = TrainState(out, _config_hash(cfg))
+    losses = contrastive.train(model, data, steps=p["steps"], batch_size=p["batch_size"],
+                               lr=p["lr"], weight_decay=p["weight_decay"], warmup=p["warmup"],
+                               seed=cfg["seed"], state=state, desc="pretrain")
+    clip.save_checkpoint(out, model, m["arch"])
+    state.clear()
+    _sidecar(out, "pretrain", cfg, list(splits.values()), code, cfg["seed"], t0,
+             final_loss=losses[-1] if losses else None)
+
+
+def trigger(cfg, out, code):
+    t0 = time.time()
+    attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
+    save_tensors(out, attack.make_trigger(cfg["seed"]), {"attack": cfg["attack"]})
+    _sidecar(out, "trigger", cfg, [], code, cfg["seed"], t0)
+
+
+def poison(cfg, trigger_path, splits: dict[str, str], out, code):
+    t0 = time.time()
+    attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
+    trig, _ = load_tensors(trigger_path)
+    ds = cfg["datasets"][cfg["target_dataset"]]
+    parts = [(n, load_split(splits[n]), cfg["datasets"][n]["templates"])
+             for n in cfg["backdoor"]["datasets"]]
+    data = poison_corpus(parts, attack, trig, target_dataset=cfg["target_dataset"],
+                         target=ds["target"], target_templates=ds["templates"],
+                         corpus_size=cfg["backdoor"]["corpus_size"],
+                         poison_rate=cfg["params"]["poison_rate"], seed=cfg["seed"])
+    save_split(out, data)
+    _sidecar(out, "poison", cfg, [trigger_path, *splits.values()], code, cfg["seed"], t0,
+             n_poisoned=int(data.extra["poisoned"].sum()), content_sha256=data.content_hash())
+
+
+def poison_test(cfg, trigger_path, test_path, out, code):
+    t0 = time.time()
+    attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
+    trig, _ = load_tensors(trigger_path)
+    data = load_split(test_path)
+    data.images = apply_in_batches(attack, data.images, trig, cfg["seed"] + 2)
+    save_split(out, data, {"text_prefix": attack.text_prefix})
+    _sidecar(out, "poison_test", cfg, [trigger_path, test_path], code, cfg["seed"], t0,
+             content_sha256=data.content_hash())
+
+
+def backdoor(cfg, clean_path, poisoned_path, out, code):
+    t0 = time.time()
+    b = cfg["backdoor"]
+    model, arch = clip.load_checkpoint(clean_path)
+    data = fixed(load_split(poisoned_path), clip.tokenizer(arch))
+    state = TrainState(out, _config_hash(cfg))
+    torch.manual_seed(cfg["seed"])
+    losses = contrastive.train(model, data, steps=b["steps"], batch_size=b["batch_size"],
+                               lr=b["lr"], weight_decay=b["weight_decay"], warmup=b["warmup"],
+                               seed=cfg["seed"], state=state, desc="backdoor")
+    clip.save_checkpoint(out, model, arch)
+    state.clear()
+    _sidecar(out, "backdoor", cfg, [clean_path, poisoned_path], code, cfg["seed"], t0,
+             final_loss=losses[-1])
+
+
+def sample_fewshot(cfg, train_path, out, code):
+    t0 = time.time()
+    data = load_split(train_path)
+    idx = fewshot.sample(data.labels, cfg["shots"], cfg["seed"], len(data.classes))
+    sub = data.subset(idx)
+    write_json(out, {"indices": idx, "shots": cfg["shots"], "seed": cfg["seed"],
+                     "manifest": manifest(sub)})
+    _sidecar(out, "fewshot", cfg, [train_path], code, cfg["seed"], t0)
+
+
+def _context(cfg, model, arch):
+    ds = cfg["datasets"][cfg["dataset"]]
+    classes = load_split_classes(cfg)
+    return defenses.DefenseContext(model, clip.tokenizer(arch), classes, ds["templates"],
+                                   cfg["run_seed"])
+
+
+def load_split_classes(cfg) -> list[str]:
+    from clipbd.config import dataset_classes
+
+    return dataset_classes(cfg["dataset"], cfg["datasets"][cfg["dataset"]])
+
+
+def defend(cfg, model_path, fewshot_path, train_path, out, code):
+    t0 = time.time()
+    model, arch = clip.load_checkpoint(model_path)
+    torch.manual_seed(cfg["run_seed"])
+    defense = defenses.get(cfg["defense"], cfg["params"])
+    sub = load_split(train_path).subset(read_json(fewshot_path)["indices"])
+    delta = defense.fit(_context(cfg, model, arch), sub)
+    save_tensors(out, delta, {"defense": cfg["defense"]})
+    _sidecar(out, "defend", cfg, [model_path, fewshot_path, train_path], code, cfg["run_seed"], t0)
+
+
+def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code):
+    t0 = time.time()
+    model, arch = clip.load_checkpoint(model_path)
+    ctx = _context(cfg, model, arch)
+    defense = defenses.get(cfg["defense"], cfg["params"])
+    delta = load_tensors(delta_path)[0] if delta_path else {}
+    test = load_split(test_path)
+    bs = cfg["eval_batch_size"]
+    target = test.classes.index(cfg["datasets"][cfg["dataset"]]["target"])
+    clean_logits = logits(defense.classifier(ctx, delta), test.images, bs)
+    trig_logits = None
+    if poisoned_path:
+        trig, meta = load_tensors(poisoned_path)
+        prefix = meta.get("text_prefix", "")
+        trig_logits = logits(defense.classifier(ctx, delta, prefix), trig["images"], bs)
+    result = {**cfg["row"], **backdoor_metrics(clean_logits, test.labels, trig_logits, target),
+              "n_test": len(test), "target": cfg["datasets"][cfg["dataset"]]["target"]}
+    inputs = [model_path, delta_path, test_path, poisoned_path]
+    write_json(out, {"metrics": result, "provenance": {
+        "step": "evaluate", "config": cfg, "code": code,
+        "inputs": {p: sha256_file(p) for p in inputs if p},
+        "wall_time_s": round(time.time() - t0, 3)}})
+    log.info("metrics %s", {k: result[k] for k in ("ca", "asr", "asr_all", "pa")})

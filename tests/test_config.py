@@ -1,0 +1,186 @@
+"""clipbd.config: schema defaults, and every bad config names its key and a fix."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clipbd import config
+from clipbd.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.fixture
+def cfg():
+    return copy.deepcopy(DEFAULT)
+
+
+def test_default_config_resolves_and_fills_defaults(cfg):
+    out = config.resolve(cfg)
+    assert out["attacks"]["badnet"] == {"poison_rate": 0.01, "patch_size": 3,
+                                        "location": "random", "fixed_pattern": True}
+    assert out["defenses"]["none"] == {}
+    assert out["defenses"]["linear_probe"] == {"epochs": 40, "lr": 0.01, "momentum": 0.9,
+                                               "batch_size": 32}
+    assert out["pretrain"]["datasets"] == ["fmnist", "shapes"]
+    assert out["backdoor"]["datasets"] == ["fmnist", "shapes"]
+    assert out["pretrain"]["weight_decay"] == 0.1 and out["pretrain"]["warmup"] == 30
+    assert out["backdoor"]["warmup"] == 10
+    assert out["model"] == {"arch": "clipbd-tiny-vit", "weights": None, "sha256": None}
+    assert (out["device"], out["plan_only"], out["eval_batch_size"]) == ("auto", False, 500)
+    assert out["grid"][0]["attack_params"] == {} and out["grid"][0]["defense_params"] == {}
+    # the caller's dict is not mutated
+    assert cfg == DEFAULT
+
+
+def test_grid_block_defaults_shots_and_seeds(cfg):
+    del cfg["grid"][0]["shots"], cfg["grid"][0]["seeds"]
+    block = config.resolve(cfg)["grid"][0]
+    assert block["shots"] == [16]
+    assert block["seeds"] == [0]
+
+
+def test_fashion_mnist_path_defaults_to_debian_root(cfg):
+    del cfg["datasets"]["fmnist"]["path"]
+    out = config.resolve(cfg)
+    assert out["datasets"]["fmnist"]["path"] == "/usr/share/datasets/fashion-mnist"
+
+
+def test_explicit_stage_datasets_are_kept(cfg):
+    cfg["pretrain"]["datasets"] = ["shapes"]
+    out = config.resolve(cfg)
+    assert out["pretrain"]["datasets"] == ["shapes"]
+    assert out["backdoor"]["datasets"] == ["fmnist", "shapes"]
+
+
+def test_load_applies_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(DEFAULT))
+    out = config.load(p, {"seed": 7, "image_size": 16})
+    assert (out["seed"], out["image_size"]) == (7, 16)
+
+
+def test_plan_only_accepts_missing_files(cfg, tmp_path):
+    cfg["plan_only"] = True
+    cfg["datasets"]["fmnist"]["path"] = str(tmp_path / "nowhere")
+    cfg["model"]["weights"] = str(tmp_path / "missing.safetensors")
+    cfg["model"]["sha256"] = "ab" * 32
+    out = config.resolve(cfg)
+    assert out["datasets"]["fmnist"]["path"] == str(tmp_path / "nowhere")
+    assert out["model"]["weights"] == str(tmp_path / "missing.safetensors")
+
+
+def test_existing_weights_with_sha_accepted(cfg, tmp_path):
+    w = tmp_path / "w.safetensors"
+    w.write_bytes(b"x")
+    cfg["model"]["weights"], cfg["model"]["sha256"] = str(w), "0" * 64
+    assert config.resolve(cfg)["model"]["weights"] == str(w)
+
+
+def _set(path, value):
+    """Mutation: set a nested key given as a tuple path."""
+    def mutate(c, tmp):
+        d = c
+        for p in path[:-1]:
+            d = d[p]
+        d[path[-1]] = value
+    return mutate
+
+
+def _delete(path):
+    def mutate(c, tmp):
+        d = c
+        for p in path[:-1]:
+            d = d[p]
+        del d[path[-1]]
+    return mutate
+
+
+def _fmnist_missing(c, tmp):
+    c["datasets"]["fmnist"]["path"] = str(tmp)
+
+
+def _weights_no_sha(c, tmp):
+    c["model"]["weights"] = str(tmp / "w.safetensors")
+
+
+def _weights_missing(c, tmp):
+    c["model"]["weights"] = str(tmp / "w.safetensors")
+    c["model"]["sha256"] = "ab" * 32
+
+
+G = ("grid", 0)
+BAD = [
+    ("unknown-attack", _set(G + ("attacks", 1), "bogus"),
+     "grid[0].attacks[1]", "known: clean, badnet"),
+    ("unknown-defense", _set(G + ("defenses", 1), "prune"),
+     "grid[0].defenses[1]", "known: linear_probe, none"),
+    ("unknown-grid-dataset", _set(G + ("datasets", 0), "cifar"),
+     "grid[0].datasets[0]", "defined under `datasets`: fmnist, shapes"),
+    ("shots-zero", _set(G + ("shots",), [16, 0]), "grid[0].shots[1]", "expected minimum 1"),
+    ("shots-negative", _set(G + ("shots",), [-4]), "grid[0].shots[0]", "expected minimum 1"),
+    ("grid-seed-negative", _set(G + ("seeds",), [0, -1]), "grid[0].seeds[1]",
+     "expected minimum 0"),
+    ("target-not-a-class", _set(("datasets", "shapes", "target"), "sneaker"),
+     "datasets.shapes.target", "choose one of: circle, square, triangle"),
+    ("fmnist-path-missing", _fmnist_missing, "datasets.fmnist.path", "dataset-fashion-mnist"),
+    ("top-level-typo", _set(("seeds",), 1), "(top level)", "'seeds' was unexpected"),
+    ("badnet-unknown-key", _set(("attacks", "badnet", "patchsize"), 3),
+     "attacks.badnet", "'patchsize' was unexpected"),
+    ("poison-rate-zero", _set(("attacks", "badnet", "poison_rate"), 0),
+     "attacks.badnet.poison_rate", "expected exclusiveMinimum 0"),
+    ("poison-rate-above-one", _set(("attacks", "badnet", "poison_rate"), 1.5),
+     "attacks.badnet.poison_rate", "expected maximum 1"),
+    ("location-not-in-enum", _set(("attacks", "badnet", "location"), "middle"),
+     "attacks.badnet.location", "expected enum ['random', 'corner', 'center']"),
+    ("weights-without-sha", _weights_no_sha, "model.sha256", "required when model.weights is set"),
+    ("weights-file-missing", _weights_missing, "model.weights", "not found"),
+    ("sha-malformed", _set(("model", "sha256"), "abc123"), "model.sha256", "expected pattern"),
+    ("pretrain-unknown-dataset", _set(("pretrain", "datasets"), ["fmnist", "mnist"]),
+     "pretrain.datasets[1]", "unknown dataset 'mnist'; defined: fmnist, shapes"),
+    ("backdoor-unknown-dataset", _set(("backdoor", "datasets"), ["cifar"]),
+     "backdoor.datasets[0]", "unknown dataset 'cifar'; defined: fmnist, shapes"),
+    ("grid-empty", _set(("grid",), []), "grid", "expected minItems 1"),
+    ("grid-block-no-defenses", _delete(G + ("defenses",)),
+     "grid[0]", "'defenses' is a required property; add it"),
+    ("template-without-braces", _set(("datasets", "fmnist", "templates", 2), "a photo"),
+     "datasets.fmnist.templates[2]", "expected pattern"),
+    ("synthetic-missing-n-train", _delete(("datasets", "shapes", "n_train")),
+     "datasets.shapes.n_train", "required for synthetic datasets"),
+    ("image-size-too-small", _set(("image_size",), 4), "image_size", "expected minimum 8"),
+    ("defense-param-unowned", _set(G + ("defense_params",), {"gamma": [1.0]}),
+     "grid[0].defense_params.gamma", "no defense of this block has a hyperparameter 'gamma'"),
+    # `lr` belongs to a defense, not to an attack: kinds must not be mixed up
+    ("attack-param-unowned", _set(G + ("attack_params",), {"lr": [0.1]}),
+     "grid[0].attack_params.lr", "no attack of this block has a hyperparameter 'lr'"),
+    ("attack-param-clean-only", lambda c, t: c["grid"][0].update(
+        attacks=["clean"], attack_params={"poison_rate": [0.1]}),
+     "grid[0].attack_params.poison_rate", "no attack of this block"),
+    ("dataset-kind-unknown", _set(("datasets", "shapes", "kind"), "cifar"),
+     "datasets.shapes.kind", "expected enum ['fashion_mnist', 'synthetic']"),
+    ("templates-empty", _set(("datasets", "shapes", "templates"), []),
+     "datasets.shapes.templates", "expected minItems 1"),
+    ("device-unknown", _set(("device",), "tpu"), "device", "expected enum"),
+    ("grid-params-empty-list", _set(G + ("attack_params",), {"poison_rate": []}),
+     "grid[0].attack_params.poison_rate", "expected minItems 1"),
+]
+
+
+@pytest.mark.parametrize("mutate,key,hint", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config_names_key_and_hint(cfg, tmp_path, mutate, key, hint):
+    mutate(cfg, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        config.resolve(cfg)
+    msg = str(info.value)
+    assert f"`{key}`" in msg
+    assert hint in msg
+
+
+def test_negative_top_level_seed_rejected(cfg):
+    cfg["seed"] = -1
+    with pytest.raises(ConfigError, match="`seed`"):
+        config.resolve(cfg)

@@ -1,0 +1,139 @@
+"""clipbd.grid: grid blocks -> runs, variants, deduplication, invalid pairs."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clipbd import config, grid
+from clipbd.grid import Run
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def resolved():
+    return config.resolve(copy.deepcopy(RAW))
+
+
+@pytest.fixture
+def cfg(resolved):
+    return copy.deepcopy(resolved)
+
+
+def _tuples(runs):
+    return sorted((r.attack, r.defense, r.shots, r.seed) for r in runs)
+
+
+def test_default_grid_has_four_runs(cfg):
+    runs = grid.expand(cfg)
+    assert len(runs) == 4
+    assert _tuples(runs) == [("badnet", "linear_probe", 16, 0), ("badnet", "none", 0, 0),
+                             ("clean", "linear_probe", 16, 0), ("clean", "none", 0, 0)]
+    assert {r.dataset for r in runs} == {"fmnist"}
+    assert {(r.avar, r.dvar) for r in runs} == {("default", "default")}
+
+
+def test_defense_none_ignores_shots_and_uses_cfg_seed(cfg):
+    cfg["seed"] = 7
+    cfg["grid"][0].update(shots=[4, 8], seeds=[1, 2, 3])
+    runs = grid.expand(cfg)
+    none = [r for r in runs if r.defense == "none"]
+    probe = [r for r in runs if r.defense == "linear_probe"]
+    assert sorted((r.attack, r.shots, r.seed) for r in none) == [("badnet", 0, 7), ("clean", 0, 7)]
+    assert len(probe) == 2 * 2 * 3
+    assert {(r.shots, r.seed) for r in probe} == {(k, s) for k in (4, 8) for s in (1, 2, 3)}
+
+
+def test_run_key():
+    r = Run("fmnist", "badnet", "poison_rate~0.05", "linear_probe", "default", 16, 2)
+    assert r.key == "fmnist/badnet/poison_rate~0.05/linear_probe/default/shots~16/seed~2"
+
+
+@pytest.mark.parametrize("params,encoded", [
+    ({}, "default"),
+    ({"poison_rate": 0.05, "location": "corner"}, "location~corner,poison_rate~0.05"),
+    ({"patch_size": 3}, "patch_size~3"),
+    ({"fixed_pattern": False, "lr": 0.01}, "fixed_pattern~false,lr~0.01"),
+])
+def test_encode_decode_variant(params, encoded):
+    assert grid.encode_variant(params) == encoded
+    back = grid.decode_variant(encoded)
+    assert back == params
+    assert [type(v) for v in back.values()] == [type(params[k]) for k in back]
+
+
+def test_decode_variant_float_type():
+    out = grid.decode_variant("location~corner,poison_rate~0.05")
+    assert out == {"location": "corner", "poison_rate": 0.05}
+    assert isinstance(out["poison_rate"], float)
+
+
+def test_variant_round_trip_small_float():
+    assert grid.decode_variant(grid.encode_variant({"lr": 1e-05})) == {"lr": 1e-05}
+
+
+def test_attack_params_make_variants(cfg):
+    cfg["grid"][0]["attack_params"] = {"poison_rate": [0.01, 0.05]}
+    runs = grid.expand(cfg)
+    badnet = [r for r in runs if r.attack == "badnet"]
+    clean = [r for r in runs if r.attack == "clean"]
+    assert len(badnet) == 4 and len(clean) == 2 and len(runs) == 6
+    assert sorted({r.avar for r in badnet}) == ["poison_rate~0.01", "poison_rate~0.05"]
+    assert {r.avar for r in clean} == {"default"}
+    assert len({r.key for r in runs}) == 6
+
+
+def test_params_product_and_defense_params(cfg):
+    block = cfg["grid"][0]
+    block["attack_params"] = {"poison_rate": [0.01, 0.05], "location": ["corner", "center"]}
+    block["defense_params"] = {"lr": [0.1, 0.01, 0.001]}
+    runs = grid.expand(cfg)
+    bl = [r for r in runs if r.attack == "badnet" and r.defense == "linear_probe"]
+    assert len(bl) == 4 * 3
+    assert "location~center,poison_rate~0.05" in {r.avar for r in bl}
+    assert {r.dvar for r in bl} == {"lr~0.1", "lr~0.01", "lr~0.001"}
+    # `none` owns no `lr`: its runs keep the default defense variant
+    assert {r.dvar for r in runs if r.defense == "none"} == {"default"}
+    assert len(runs) == 12 + 4 + 3 + 1
+
+
+def test_duplicates_across_blocks_are_removed(cfg):
+    first = copy.deepcopy(cfg["grid"][0])
+    second = copy.deepcopy(first)
+    second["attacks"] = ["badnet"]
+    second["shots"] = [16, 4]
+    cfg["grid"] = [first, second]
+    runs = grid.expand(cfg)
+    assert len(runs) == 5  # 4 from the first block + badnet/linear_probe/shots 4
+    assert len({r.key for r in runs}) == 5
+    assert ("badnet", "linear_probe", 4, 0) in _tuples(runs)
+
+
+def test_invalid_pairs_filtered(cfg, monkeypatch):
+    monkeypatch.setattr(grid, "INVALID", {("badnet", "linear_probe"): "test reason"})
+    runs = grid.expand(cfg)
+    assert _tuples(runs) == [("badnet", "none", 0, 0), ("clean", "linear_probe", 16, 0),
+                             ("clean", "none", 0, 0)]
+
+
+def test_builtin_invalid_has_reasons():
+    assert all(isinstance(v, str) and v for v in grid.INVALID.values())
+    assert all(len(k) == 2 for k in grid.INVALID)
+
+
+def test_resolved_params(cfg):
+    base = grid.resolved_params(cfg, "attack", "badnet", "default")
+    assert base == {"poison_rate": 0.01, "patch_size": 3, "location": "random",
+                    "fixed_pattern": True}
+    over = grid.resolved_params(cfg, "attack", "badnet", "location~corner,poison_rate~0.05")
+    assert over == {"poison_rate": 0.05, "patch_size": 3, "location": "corner",
+                    "fixed_pattern": True}
+    assert cfg["attacks"]["badnet"]["poison_rate"] == 0.01  # config untouched
+    lp = grid.resolved_params(cfg, "defense", "linear_probe", "epochs~5")
+    assert lp == {"lr": 0.01, "momentum": 0.9, "batch_size": 32, "epochs": 5}
+    assert grid.resolved_params(cfg, "attack", "clean", "default") == {}
+    assert grid.resolved_params(cfg, "defense", "none", "default") == {}

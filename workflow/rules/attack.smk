@@ -1,0 +1,62 @@
+# Triggers (stored, versioned), poisoned fine-tuning corpora, triggered test sets.
+
+
+rule trigger:
+    output:
+        f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/trigger.safetensors",
+    params:
+        cfg=attack_cfg,
+        code=code_for("trigger", "attack"),
+    conda:
+        ENV
+    log:
+        "logs/trigger/{dataset}/{attack}/{avar}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m clipbd trigger --cfg {params.cfg:q} --code {params.code} "
+        "--out {output} 2> {log}"
+
+
+rule poison:
+    input:
+        unpack(train_splits("backdoor")),
+        trigger=f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/trigger.safetensors",
+    output:
+        f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/train.safetensors",
+    params:
+        cfg=attack_cfg,
+        code=code_for("poison", "attack"),
+        splits=split_args("backdoor"),
+    conda:
+        ENV
+    log:
+        "logs/poison/{dataset}/{attack}/{avar}.log",
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "python -m clipbd poison --cfg {params.cfg:q} --code {params.code} "
+        "--trigger {input.trigger} --split {params.splits} --out {output} 2> {log}"
+
+
+rule poison_test:
+    input:
+        trigger=f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/trigger.safetensors",
+        test=f"{R}/data/{{dataset}}/test.safetensors",
+    output:
+        f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/test.safetensors",
+    params:
+        cfg=attack_cfg,
+        code=code_for("poison", "attack"),
+    conda:
+        ENV
+    log:
+        "logs/poison_test/{dataset}/{attack}/{avar}.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m clipbd poison-test --cfg {params.cfg:q} --code {params.code} "
+        "--trigger {input.trigger} --test {input.test} --out {output} 2> {log}"

@@ -1,0 +1,133 @@
+# Grid expansion, input functions, params builders, wildcard constraints.
+import json
+
+from clipbd.fingerprint import fingerprint, method_file
+from clipbd.grid import resolved_params, decode_variant
+
+R = "results"
+ENV = "../../environment.yml"  # used with --software-deployment-method conda
+RUN = "{dataset}/{attack}/{avar}/{defense}/{dvar}/shots~{shots}/seed~{seed}"
+
+
+wildcard_constraints:
+    dataset="[^/]+",
+    attack="[^/]+",
+    avar="[^/]+",
+    defense="[^/]+",
+    dvar="[^/]+",
+    shots=r"\d+",
+    seed=r"\d+",
+
+
+def as_json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def final_targets(wildcards):
+    metrics = [f"{R}/metrics/{run.key}/metrics.json" for run in RUNS]
+    return {"metrics": metrics, **FIGURES}
+
+
+def all_metrics(wildcards):
+    return [f"{R}/metrics/{run.key}/metrics.json" for run in RUNS]
+
+
+def split_path(name, split):
+    return f"{R}/data/{name}/{split}.safetensors"
+
+
+def raw_inputs(wildcards):
+    ds = config["datasets"][wildcards.dataset]
+    if ds["kind"] != "fashion_mnist" or config["plan_only"]:
+        return []
+    from clipbd.data.fashion_mnist import raw_files
+
+    return raw_files(ds["path"])
+
+
+def train_splits(stage):
+    def inputs(wildcards):
+        return {n: split_path(n, "train") for n in config[stage]["datasets"]}
+
+    inputs.__name__ = f"{stage}_train_splits"
+    return inputs
+
+
+def split_args(stage):
+    return " ".join(f"{n}={split_path(n, 'train')}" for n in config[stage]["datasets"])
+
+
+def model_for(wildcards):
+    if wildcards.attack == "clean":
+        return f"{R}/models/clean/model.safetensors"
+    return f"{R}/models/backdoor/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/model.safetensors"
+
+
+def poisoned_test_for(wildcards):
+    if wildcards.attack == "clean":
+        return []
+    return f"{R}/poisoned/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/test.safetensors"
+
+
+def delta_for(wildcards):
+    if wildcards.defense == "none":
+        return []
+    return f"{R}/defenses/{RUN}/delta.safetensors".format(**wildcards)
+
+
+def fewshot_for(wildcards):
+    return f"{R}/data/{wildcards.dataset}/fewshot/shots~{wildcards.shots}/seed~{wildcards.seed}.json"
+
+
+# ---- params: the resolved config each job sees (a change reruns exactly its jobs) ----
+
+
+def dataset_cfg(wildcards):
+    return as_json({"name": wildcards.dataset, "dataset": config["datasets"][wildcards.dataset],
+                    "image_size": config["image_size"], "seed": config["seed"]})
+
+
+def pretrain_cfg(wildcards):
+    keys = ("model", "pretrain", "seed", "image_size")
+    used = {n: config["datasets"][n] for n in config["pretrain"]["datasets"]}
+    return as_json({**{k: config[k] for k in keys}, "datasets": used})
+
+
+def attack_cfg(wildcards):
+    params = resolved_params(config, "attack", wildcards.attack, wildcards.avar)
+    return as_json({"attack": wildcards.attack, "params": params, "seed": config["seed"],
+                    "image_size": config["image_size"], "target_dataset": wildcards.dataset,
+                    "backdoor": config["backdoor"],
+                    "datasets": {n: config["datasets"][n] for n in
+                                 set(config["backdoor"]["datasets"]) | {wildcards.dataset}}})
+
+
+def backdoor_cfg(wildcards):
+    return as_json({"backdoor": config["backdoor"], "seed": config["seed"]})
+
+
+def fewshot_cfg(wildcards):
+    return as_json({"shots": int(wildcards.shots), "seed": int(wildcards.seed)})
+
+
+def run_cfg(wildcards):
+    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
+    attack_params = resolved_params(config, "attack", wildcards.attack, wildcards.avar)
+    row = {"dataset": wildcards.dataset, "attack": wildcards.attack,
+           "defense": wildcards.defense, "shots": int(wildcards.shots),
+           "seed": int(wildcards.seed), "attack_variant": wildcards.avar,
+           "defense_variant": wildcards.dvar, "poison_rate": attack_params.get("poison_rate"),
+           **decode_variant(wildcards.avar), **decode_variant(wildcards.dvar)}
+    return as_json({"dataset": wildcards.dataset, "defense": wildcards.defense,
+                    "params": params, "run_seed": int(wildcards.seed), "row": row,
+                    "datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
+                    "eval_batch_size": config["eval_batch_size"]})
+
+
+def code_for(stage, kind=None):
+    def code(wildcards):
+        name = getattr(wildcards, kind) if kind else ""
+        return fingerprint(stage, method_file(kind, name) if kind else "")
+
+    code.__name__ = f"code_{stage}"
+    return code

@@ -1,0 +1,42 @@
+# Prepared datasets (train/test splits with manifests) and few-shot draws.
+
+
+rule prepare_data:
+    input:
+        raw_inputs,
+    output:
+        train=f"{R}/data/{{dataset}}/train.safetensors",
+        test=f"{R}/data/{{dataset}}/test.safetensors",
+    params:
+        cfg=dataset_cfg,
+        code=code_for("prepare"),
+    conda:
+        ENV
+    log:
+        "logs/prepare_data/{dataset}.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m clipbd prepare --cfg {params.cfg:q} --code {params.code} "
+        "--out-train {output.train} --out-test {output.test} 2> {log}"
+
+
+rule fewshot:
+    input:
+        train=f"{R}/data/{{dataset}}/train.safetensors",
+    output:
+        f"{R}/data/{{dataset}}/fewshot/shots~{{shots}}/seed~{{seed}}.json",
+    params:
+        cfg=fewshot_cfg,
+        code=code_for("fewshot"),
+    conda:
+        ENV
+    log:
+        "logs/fewshot/{dataset}/shots~{shots}/seed~{seed}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m clipbd fewshot --cfg {params.cfg:q} --code {params.code} "
+        "--train {input.train} --out {output} 2> {log}"
