@@ -30,10 +30,12 @@ def overview(df: pd.DataFrame, png: str, pdf: str) -> None:
     long = df.melt(id_vars=["dataset", "attack", "defense"], value_vars=["ca", "asr"],
                    var_name="metric", value_name="value").dropna(subset=["value"])
     long["metric"] = long["metric"].map({"ca": "clean accuracy (CA)", "asr": "attack success (ASR)"})
+    attacks = sorted(long["attack"].unique(), key=lambda a: (a != "clean", a))
+    defenses = sorted(long["defense"].unique(), key=lambda d: (d != "none", d))
     sns.set_theme(style="whitegrid", context="paper", palette="colorblind")
     grid = sns.catplot(data=long, x="attack", y="value", hue="defense", col="metric",
                        row="dataset", kind="bar", height=2.6, aspect=1.1, errorbar="sd",
-                       sharey=True)
+                       sharey=True, order=attacks, hue_order=defenses)
     grid.set(ylim=(0, 1))
     grid.set_axis_labels("attack", "fraction of test images")
     grid.set_titles("{row_name}: {col_name}")

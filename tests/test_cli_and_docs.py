@@ -1,0 +1,48 @@
+import re
+import subprocess
+import sys
+
+import pytest
+
+from clipbd.cli import VERBS, parser
+from conftest import ROOT
+
+
+def quick_start_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_quick_start_is_two_commands_and_ci_runs_the_second():
+    cmds = quick_start_commands()
+    assert cmds == ["bash scripts/study.sh", "bash scripts/test.sh"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert cmds[1] in ci
+    for cmd in cmds:
+        assert (ROOT / cmd.split()[1]).is_file()
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parser().parse_args([verb, "--help"])
+    assert exit_.value.code == 0
+    assert VERBS[verb][0] in capsys.readouterr().out
+
+
+def test_every_verb_is_used_by_a_rule():
+    rules = "".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
+    used = set(re.findall(r"python -m clipbd ([\w-]+)", rules))
+    assert used == set(VERBS)
+
+
+def test_torchvision_imports_through_clipbd():
+    code = "import clipbd, torchvision, torch; print(torchvision.transforms.functional.hflip(torch.eye(2)).tolist())"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[[0.0, 1.0], [1.0, 0.0]]"
+    plain = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True)
+    if plain.returncode != 0:  # the CPU-torch + CUDA-torchvision pairing: the shim is what fixes it
+        assert "torchvision::nms does not exist" in plain.stderr

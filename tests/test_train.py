@@ -1,0 +1,90 @@
+import math
+
+import pytest
+import torch
+
+from clipbd.train.contrastive import CaptionedImages, _batch, clip_loss, train
+from clipbd.train.schedule import warmup_cosine
+from clipbd.train.state import TrainState
+from clipbd.models import clip
+
+
+def test_clip_loss_on_hand_made_features():
+    same = torch.ones(4, 8)
+    assert clip_loss(same, same, torch.tensor(10.0)).item() == pytest.approx(math.log(4), abs=1e-5)
+    eye = torch.eye(4)
+    # matched pairs cos=1, others 0: -log(e^s / (e^s + 3))
+    s = 5.0
+    expected = -math.log(math.exp(s) / (math.exp(s) + 3))
+    assert clip_loss(eye, eye, torch.tensor(s)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_schedule():
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)
+
+
+def _data(n=24):
+    g = torch.Generator().manual_seed(0)
+    tok = clip.tokenizer("clipbd-tiny-vit")
+    return CaptionedImages(torch.randint(0, 256, (n, 32, 32, 3), generator=g, dtype=torch.uint8),
+                           torch.arange(n).remainder(3).view(-1, 1).repeat(1, 2),
+                           tok(["a", "b", "c"]))
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    data = _data()
+    a1, t1 = _batch(data, 5, 8, seed=1)
+    a2, t2 = _batch(data, 5, 8, seed=1)
+    a3, _ = _batch(data, 6, 8, seed=1)
+    assert torch.equal(a1, a2) and torch.equal(t1, t2) and not torch.equal(a1, a3)
+    assert a1.shape == (8, 3, 32, 32) and t1.shape == (8, 16)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from clipbd.train import contrastive
+
+    data = _data()
+    kw = dict(steps=4, batch_size=8, lr=1e-3, weight_decay=0.1, warmup=1, seed=0)
+    torch.manual_seed(0)
+    straight = clip.create("clipbd-tiny-vit")
+    init = {k: v.clone() for k, v in straight.state_dict().items()}
+    train(straight, data, **kw)
+
+    out = tmp_path / "model.safetensors"
+    real_batch = contrastive._batch
+
+    def dies_at_step_2(data, step, *a):
+        if step == 2:
+            raise KeyboardInterrupt  # stands in for SIGKILL after two saved steps
+        return real_batch(data, step, *a)
+
+    killed = clip.create("clipbd-tiny-vit")
+    killed.load_state_dict(init)
+    monkeypatch.setattr(contrastive, "_batch", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, data, **kw, state=TrainState(out, "cfg-a", every_s=0))
+    monkeypatch.setattr(contrastive, "_batch", real_batch)
+    assert TrainState(out, "cfg-a").path.exists()
+
+    torch.manual_seed(123)  # a different init: everything must come from the saved state
+    resumed = clip.create("clipbd-tiny-vit")
+    train(resumed, data, **kw, state=TrainState(out, "cfg-a", every_s=0))
+    for k, v in straight.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
+
+
+def test_state_from_another_config_is_ignored(tmp_path):
+    data = _data()
+    out = tmp_path / "m.safetensors"
+    model = clip.create("clipbd-tiny-vit")
+    train(model, data, steps=1, batch_size=8, lr=1e-3, weight_decay=0.0, warmup=0, seed=0,
+          state=TrainState(out, "cfg-a", every_s=0))
+    opt = torch.optim.AdamW(model.parameters())
+    assert TrainState(out, "cfg-b").load(model, opt) == 0
+    assert TrainState(out, "cfg-a").load(model, torch.optim.AdamW(
+        [{"params": [p for p in model.parameters() if p.ndim >= 2]},
+         {"params": [p for p in model.parameters() if p.ndim < 2]}])) == 1

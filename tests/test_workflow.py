@@ -1,0 +1,102 @@
+"""The real workflow, end to end, on a tiny config (pytest -m integration selects these)."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from clipbd.artifacts import read_json, sha256_file
+from workflow_util import ROOT, planned_jobs, snakemake
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    work = tmp_path_factory.mktemp("study")
+    shutil.copy(ROOT / "tests" / "data" / "tiny.yaml", work / "config.yaml")
+    res = snakemake(work)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return work
+
+
+def test_tidy_table(study):
+    df = pd.read_csv(study / "results" / "tables" / "metrics.csv")
+    assert list(df.columns[:9]) == ["dataset", "attack", "defense", "shots", "seed",
+                                    "ca", "asr", "asr_all", "pa"]
+    assert sorted(zip(df.attack, df.defense, df.shots)) == [
+        ("badnet", "linear_probe", 4), ("badnet", "none", 0),
+        ("clean", "linear_probe", 4), ("clean", "none", 0)]
+    rows = {(r.attack, r.defense): r for r in df.itertuples()}
+    clean, bd = rows[("clean", "none")], rows[("badnet", "none")]
+    # 10 classes: chance is 0.10. 150 steps of pre-training on 12k images reach ~0.75.
+    assert clean.ca > 0.5
+    assert pd.isna(clean.asr)
+    # 5% poisoned pairs, patch in the corner: the tiny CLIP learns the trigger.
+    assert bd.asr >= 0.8
+    assert bd.ca > clean.ca - 0.1
+    for col in ("ca", "asr", "asr_all", "pa"):
+        vals = df[col].dropna()
+        assert ((vals >= 0) & (vals <= 1)).all()
+    assert (df.poison_rate.dropna() == 0.05).all()
+
+
+def test_nothing_left_to_do(study):
+    assert planned_jobs(study) == {}
+
+
+def test_sidecars_match_artifacts(study):
+    arts = sorted((study / "results").rglob("*.safetensors"))
+    assert len(arts) == 11  # 2x2 splits, 2 models, trigger, 2 poisoned sets, 2 deltas
+    for art in arts:
+        side = read_json(str(art) + ".json")
+        assert side["sha256"] == sha256_file(art)
+        assert side["code"] and "torch" in side["packages"]
+        for path, digest in side["inputs"].items():
+            assert digest == sha256_file(study / path), (art, path)
+    poisoned = read_json(study / "results/poisoned/fmnist/badnet/default/train.safetensors.json")
+    assert poisoned["n_poisoned"] == 300  # 5% of 6000
+
+
+def test_figure_and_markdown(study):
+    png = study / "results" / "figures" / "overview.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (study / "results" / "figures" / "overview.pdf").read_bytes()[:4] == b"%PDF"
+    md = (study / "results" / "tables" / "metrics.md").read_text()
+    assert md.count("\n| fmnist |") == 4
+
+
+def test_hyperparameter_edit_reruns_exactly_its_jobs(study):
+    cfg = yaml.safe_load((study / "config.yaml").read_text())
+    cfg["defenses"]["linear_probe"]["epochs"] = 11
+    (study / "config.yaml").write_text(yaml.safe_dump(cfg))
+    try:
+        assert planned_jobs(study) == {"defend": 2, "evaluate": 2, "aggregate": 1,
+                                       "figure": 1, "all": 1}
+    finally:
+        cfg["defenses"]["linear_probe"]["epochs"] = 10
+        (study / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(study) == {}
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    cfg = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
+    cfg["grid"][0]["attacks"] = ["clean", "badnett"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = snakemake(tmp_path, "-n")
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "config key `grid[0].attacks[1]`: unknown attack 'badnett'" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_passes():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Congratulations" in res.stdout + res.stderr
