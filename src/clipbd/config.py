@@ -55,14 +55,16 @@ def validate_schema(cfg: dict) -> dict:
                     key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         err = errors[0]
-        key = _key(err.absolute_path)
+        path = list(err.absolute_path)
         if err.validator == "additionalProperties":
+            known = err.schema.get("properties", {})
+            path.append(sorted(k for k in err.instance if k not in known)[0])
             hint = "remove it or fix its spelling (see config/README.md)"
         elif err.validator == "required":
             hint = "add it (see config/README.md)"
         else:
             hint = f"expected {err.validator} {err.validator_value!r}"
-        raise ConfigError(f"config key `{key}`: {err.message}; {hint}")
+        raise ConfigError(f"config key `{_key(path)}`: {err.message}; {hint}")
     return cfg
 
 
