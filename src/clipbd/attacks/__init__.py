@@ -2,7 +2,7 @@
 from clipbd.attacks.base import Attack
 from clipbd.registry import Registry
 
-MODULES = ("badnet",)
+MODULES = ("badnet", "blended", "sig", "wanet")
 REGISTRY: Registry[Attack] = Registry("attack", "clipbd.attacks", MODULES)
 register = REGISTRY.register
 
