@@ -127,12 +127,12 @@ def test_builtin_invalid_has_reasons():
 
 def test_resolved_params(cfg):
     base = grid.resolved_params(cfg, "attack", "badnet", "default")
-    assert base == {"poison_rate": 0.01, "patch_size": 3, "location": "random",
+    assert base == {"poison_rate": 0.05, "patch_size": 3, "location": "corner",
                     "fixed_pattern": True}
-    over = grid.resolved_params(cfg, "attack", "badnet", "location~corner,poison_rate~0.05")
-    assert over == {"poison_rate": 0.05, "patch_size": 3, "location": "corner",
+    over = grid.resolved_params(cfg, "attack", "badnet", "location~random,poison_rate~0.01")
+    assert over == {"poison_rate": 0.01, "patch_size": 3, "location": "random",
                     "fixed_pattern": True}
-    assert cfg["attacks"]["badnet"]["poison_rate"] == 0.01  # config untouched
+    assert cfg["attacks"]["badnet"]["poison_rate"] == 0.05  # config untouched
     lp = grid.resolved_params(cfg, "defense", "linear_probe", "epochs~5")
     assert lp == {"lr": 0.01, "momentum": 0.9, "batch_size": 32, "epochs": 5}
     assert grid.resolved_params(cfg, "attack", "clean", "default") == {}
