@@ -121,6 +121,13 @@ def test_wanet_grid_shape_and_normalization():
     assert torch.isfinite(noise).all()
 
 
+def test_wanet_k_defaults_to_image_side():
+    a = make("wanet", k=None)
+    g1 = a.make_trigger(0)["noise_grid"]
+    g2 = make("wanet", k=32).make_trigger(0)["noise_grid"]
+    assert torch.equal(g1, g2)
+
+
 def test_wanet_zero_strength_is_identity():
     a = make("wanet", s=0.0)
     x = torch.rand(4, 3, S, S, generator=gen(1))
@@ -157,7 +164,8 @@ def test_config_accepts_the_new_attacks_and_fills_defaults():
     assert out["attacks"]["blended"] == {"poison_rate": 0.05, "alpha": 0.2, "fixed_pattern": True}
     assert out["attacks"]["sig"] == {"poison_rate": 0.05, "amplitude": 0.23529411764705882,
                                      "frequency": 6}
-    assert out["attacks"]["wanet"] == {"poison_rate": 0.05, "k": 4, "s": 1.0, "grid_rescale": 1}
+    # s comes from config.yaml (2.0 on the tiny CLIP); k and grid_rescale from the schema
+    assert out["attacks"]["wanet"] == {"poison_rate": 0.05, "k": None, "s": 2.0, "grid_rescale": 1}
     assert cfg == before
     for name in NAMES:  # the filled defaults build a working attack
         a = attacks.get(name, out["attacks"][name], out["image_size"])

@@ -10,6 +10,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from clipbd.data import dataset_classes
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 CLEAN = "clean"
 
@@ -68,21 +70,13 @@ def validate_schema(cfg: dict) -> dict:
     return cfg
 
 
-def dataset_classes(name: str, ds: dict) -> list[str]:
-    if ds["kind"] == "fashion_mnist":
-        from clipbd.data.fashion_mnist import CLASSES
-    else:
-        from clipbd.data.synthetic import CLASSES
-    return list(CLASSES)
-
-
 def check(cfg: dict) -> None:
     """Cross-key checks: registry names, dataset references, targets, files on disk."""
     from clipbd import attacks, defenses
 
     datasets = cfg["datasets"]
     for name, ds in datasets.items():
-        classes = dataset_classes(name, ds)
+        classes = dataset_classes(ds)
         if ds["target"] not in classes:
             raise ConfigError(f"config key `datasets.{name}.target`: {ds['target']!r} is not a "
                               f"class of {name}; choose one of: {', '.join(classes)}")

@@ -11,19 +11,26 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent
 
-CORE = ("__init__.py", "_compat.py", "artifacts.py", "cli.py", "config.py", "data/store.py")
+# What every job runs. Left out on purpose: cli.py (argument parsing), config.py (validation
+# before any job), and the registries' __init__ files (their MODULES list grows with every
+# new attack/defense, which must not rerun the others' jobs).
+CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py", "steps.py",
+        "data/__init__.py", "data/store.py")
+NOT_IN_JOBS = ("cli.py", "config.py", "fingerprint.py", "grid.py", "__main__.py",
+               "attacks/__init__.py", "defenses/__init__.py", "report/__init__.py",
+               "train/__init__.py")
 MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",
           "models/configs/clipbd-tiny-vit.json")
 TRAIN = ("train/contrastive.py", "train/schedule.py", "train/state.py")
 STAGES: dict[str, tuple[str, ...]] = {
     "prepare": ("data/fashion_mnist.py", "data/synthetic.py"),
     "pretrain": MODELS + TRAIN + ("data/captions.py",),
-    "trigger": ("attacks/__init__.py", "attacks/base.py"),
-    "poison": ("attacks/__init__.py", "attacks/base.py", "poison.py", "data/captions.py"),
+    "trigger": ("attacks/base.py",),
+    "poison": ("attacks/base.py", "poison.py", "data/captions.py"),
     "backdoor": MODELS + TRAIN,
     "fewshot": ("data/fewshot.py",),
-    "defend": MODELS + ("defenses/__init__.py", "defenses/base.py"),
-    "evaluate": MODELS + ("defenses/__init__.py", "defenses/base.py", "metrics.py", "evaluate.py"),
+    "defend": MODELS + ("defenses/base.py",),
+    "evaluate": MODELS + ("defenses/base.py", "metrics.py", "evaluate.py"),
     "aggregate": ("report/aggregate.py",),
     "figure": ("report/figures.py",),
 }

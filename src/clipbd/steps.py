@@ -10,7 +10,7 @@ import torch
 from clipbd import attacks, defenses
 from clipbd.artifacts import (load_tensors, read_json, save_tensors, sha256_file, write_json,
                               write_sidecar)
-from clipbd.data import fashion_mnist, fewshot, synthetic
+from clipbd.data import dataset_classes, fashion_mnist, fewshot, synthetic
 from clipbd.data.captions import fixed, templated
 from clipbd.data.store import load_split, manifest, save_split
 from clipbd.evaluate import logits
@@ -143,15 +143,9 @@ def sample_fewshot(cfg, train_path, out, code):
 
 def _context(cfg, model, arch):
     ds = cfg["datasets"][cfg["dataset"]]
-    classes = load_split_classes(cfg)
+    classes = dataset_classes(ds)
     return defenses.DefenseContext(model, clip.tokenizer(arch), classes, ds["templates"],
                                    cfg["run_seed"])
-
-
-def load_split_classes(cfg) -> list[str]:
-    from clipbd.config import dataset_classes
-
-    return dataset_classes(cfg["dataset"], cfg["datasets"][cfg["dataset"]])
 
 
 def defend(cfg, model_path, fewshot_path, train_path, out, code):
