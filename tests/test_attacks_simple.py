@@ -171,3 +171,17 @@ def test_config_accepts_the_new_attacks_and_fills_defaults():
         a = attacks.get(name, out["attacks"][name], out["image_size"])
         x = torch.rand(2, 3, S, S, generator=gen(1))
         assert a.apply(x, a.make_trigger(0), gen(0)).shape == x.shape
+
+
+def test_benign_perturbations_follow_rvpt_appendix_b():
+    from clipbd.report.gallery import benign_perturbations
+
+    x = smooth_images(4, seed=7)
+    out = benign_perturbations(x, seed=0)
+    assert sorted(out) == ["Gaussian blur", "Gaussian noise", "colour jitter", "horizontal flip"]
+    assert torch.equal(out["horizontal flip"], x.flip(-1))
+    noise = out["Gaussian noise"] - x
+    assert 0.0005 < noise.std().item() < 0.002  # sigma 0.001
+    for name, y in out.items():
+        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1, name
+    assert not torch.equal(out["Gaussian blur"], x)

@@ -66,6 +66,10 @@ def test_figure_and_markdown(study):
     assert (study / "results" / "figures" / "overview.pdf").read_bytes()[:4] == b"%PDF"
     md = (study / "results" / "tables" / "metrics.md").read_text()
     assert md.count("\n| fmnist |") == 4
+    gallery = study / "results" / "figures" / "gallery"
+    assert sorted(p.name for p in gallery.iterdir()) == [
+        "fmnist_perturbations.pdf", "fmnist_perturbations.png",
+        "fmnist_triggers.pdf", "fmnist_triggers.png"]
 
 
 def test_hyperparameter_edit_reruns_exactly_its_jobs(study):

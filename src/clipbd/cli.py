@@ -39,6 +39,10 @@ VERBS = {
                   [("--out", {}), ("metrics", {"nargs": "*"})]),
     "figure": ("Overview figure (PNG+PDF) and Markdown table from the tidy table.",
                [("--table", {}), ("--png", {}), ("--pdf", {}), ("--markdown", {})]),
+    "gallery": ("Clean vs triggered images per attack, and the benign perturbations.",
+                [("--test", {}), ("--triggered", {"nargs": "*", "default": []}),
+                 ("--seed", {"type": int, "default": 0}), ("--png", {}), ("--pdf", {}),
+                 ("--perturbations-png", {}), ("--perturbations-pdf", {})]),
 }
 
 
@@ -96,4 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         df = pd.read_csv(args.table)
         figures.overview(df, args.png, args.pdf)
         figures.write_markdown(df, args.markdown)
+    elif v == "gallery":
+        from clipbd.data.store import load_split
+        from clipbd.report import gallery
+
+        test = load_split(args.test)
+        triggered = {name: load_split(path) for name, path in _kv(args.triggered).items()}
+        gallery.triggers(test, triggered, args.png, args.pdf)
+        gallery.perturbations(test, args.perturbations_png, args.perturbations_pdf, args.seed)
     return 0

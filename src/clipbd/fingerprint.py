@@ -33,6 +33,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "evaluate": MODELS + ("defenses/base.py", "metrics.py", "evaluate.py"),
     "aggregate": ("report/aggregate.py",),
     "figure": ("report/figures.py",),
+    "gallery": ("report/gallery.py",),
 }
 
 

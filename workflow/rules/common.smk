@@ -25,7 +25,29 @@ def as_json(obj):
 
 def final_targets(wildcards):
     metrics = [f"{R}/metrics/{run.key}/metrics.json" for run in RUNS]
-    return {"metrics": metrics, **FIGURES}
+    galleries = [GALLERY[k].format(dataset=d) for d in attacked_datasets() for k in GALLERY]
+    return {"metrics": metrics, "galleries": galleries, **FIGURES}
+
+
+def attacked_datasets():
+    return sorted({run.dataset for run in RUNS if run.attack != "clean"})
+
+
+def first_variants(dataset):
+    """attack -> one poisoned test set of it on `dataset` (its first variant in the grid)."""
+    out = {}
+    for run in RUNS:
+        if run.dataset == dataset and run.attack != "clean" and run.attack not in out:
+            out[run.attack] = f"{R}/poisoned/{dataset}/{run.attack}/{run.avar}/test.safetensors"
+    return out
+
+
+def gallery_inputs(wildcards):
+    return first_variants(wildcards.dataset)
+
+
+def gallery_args(wildcards):
+    return " ".join(f"{a}={p}" for a, p in first_variants(wildcards.dataset).items())
 
 
 def all_metrics(wildcards):

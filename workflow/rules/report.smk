@@ -1,5 +1,11 @@
 # The tidy table and what is built from it.
 
+GALLERY = {
+    "png": f"{R}/figures/gallery/{{dataset}}_triggers.png",
+    "pdf": f"{R}/figures/gallery/{{dataset}}_triggers.pdf",
+    "perturbations_png": f"{R}/figures/gallery/{{dataset}}_perturbations.png",
+    "perturbations_pdf": f"{R}/figures/gallery/{{dataset}}_perturbations.pdf",
+}
 FIGURES = {
     "png": f"{R}/figures/overview.png",
     "pdf": f"{R}/figures/overview.pdf",
@@ -36,3 +42,24 @@ rule figure:
     shell:
         "python -m clipbd figure --code {params.code} --table {input} --png {output.png} "
         "--pdf {output.pdf} --markdown {output.markdown} 2> {log}"
+
+
+rule gallery:
+    input:
+        unpack(gallery_inputs),
+        test=f"{R}/data/{{dataset}}/test.safetensors",
+    output:
+        **GALLERY,
+    params:
+        code=code_for("gallery"),
+        triggered=gallery_args,
+        seed=config["seed"],
+    conda:
+        ENV
+    log:
+        "logs/gallery/{dataset}.log",
+    shell:
+        "python -m clipbd gallery --code {params.code} --test {input.test} "
+        "--triggered {params.triggered} --seed {params.seed} --png {output.png} "
+        "--pdf {output.pdf} --perturbations-png {output.perturbations_png} "
+        "--perturbations-pdf {output.perturbations_pdf} 2> {log}"
