@@ -50,19 +50,12 @@ def prepare(cfg, out_train, out_test, code):
         _sidecar(out, "prepare", cfg, raw, code, seed, t0, manifest=manifest(data))
 
 
-def _load_model(cfg, path=None):
-    if path:
-        return clip.load_checkpoint(path)[0]
-    m = cfg["model"]
-    return clip.load_pretrained(m["arch"], m["weights"], m["sha256"])
-
-
 def pretrain(cfg, splits: dict[str, str], out, code):
     """Train the clean CLIP from scratch, or import local weights (model.weights)."""
     t0 = time.time()
     m, p = cfg["model"], cfg["pretrain"]
     if m["weights"]:
-        model = _load_model(cfg)
+        model = clip.load_pretrained(m["arch"], m["weights"], m["sha256"])
         clip.save_checkpoint(out, model, m["arch"])
         _sidecar(out, "pretrain", cfg, [m["weights"]], code, cfg["seed"], t0)
         return

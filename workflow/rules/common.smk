@@ -24,9 +24,8 @@ def as_json(obj):
 
 
 def final_targets(wildcards):
-    metrics = [f"{R}/metrics/{run.key}/metrics.json" for run in RUNS]
     galleries = [GALLERY[k].format(dataset=d) for d in attacked_datasets() for k in GALLERY]
-    return {"metrics": metrics, "galleries": galleries, **FIGURES}
+    return {"metrics": all_metrics(wildcards), "galleries": galleries, **FIGURES}
 
 
 def attacked_datasets():
