@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -10,3 +11,22 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models: extra threads only contend on a 2-core machine (results do not change).
+    Workflow runs are subprocesses and keep their own thread settings."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A randomly initialized tiny CLIP (seed 0), shared by a test module."""
+    from clipbd.models import clip
+
+    torch.manual_seed(0)
+    return clip.create("clipbd-tiny-vit").eval()

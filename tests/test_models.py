@@ -10,11 +10,6 @@ from clipbd.models.zeroshot import Classifier, ZeroShotHead, class_text_features
 ARCH = "clipbd-tiny-vit"
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return clip.create(ARCH).eval()
-
 
 def test_tiny_config_is_registered_with_open_clip(model):
     import open_clip

@@ -1,24 +1,18 @@
 import torch
 
 from clipbd import attacks
-from clipbd.data.store import ImageSet
+from images import random_set
 from clipbd.poison import apply_in_batches, poison_corpus
 
 CFG = {"poison_rate": 0.1, "patch_size": 3, "location": "corner", "fixed_pattern": True}
 
 
-def dataset(n, classes, prefix, seed):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 32, 32, 3), generator=g, dtype=torch.uint8)
-    labels = torch.arange(n) % len(classes)
-    return ImageSet(images, labels, classes, [f"{prefix}/{i}" for i in range(n)])
-
 
 def test_exact_poison_count_and_captions():
     a = attacks.get("badnet", CFG, 32)
     trig = a.make_trigger(0)
-    fm = dataset(100, ["bag", "coat", "sneaker", "shirt"], "fm", 0)
-    sh = dataset(100, ["circle", "square"], "sh", 1)
+    fm = random_set(100, ["bag", "coat", "sneaker", "shirt"], "fm", 0)
+    sh = random_set(100, ["circle", "square"], "sh", 1)
     parts = [("fm", fm, ["a {}."]), ("sh", sh, ["a {} shape."])]
     out = poison_corpus(parts, a, trig, target_dataset="fm", target="sneaker",
                         target_templates=["a photo of a {}."], corpus_size=150,
@@ -47,7 +41,7 @@ def test_exact_poison_count_and_captions():
 def test_triggered_test_set_is_quantized_and_deterministic():
     a = attacks.get("badnet", {**CFG, "location": "random"}, 32)
     trig = a.make_trigger(0)
-    images = dataset(20, ["a", "b"], "t", 2).images
+    images = random_set(20, ["a", "b"], "t", 2).images
     y1 = apply_in_batches(a, images, trig, seed=5, batch=7)
     y2 = apply_in_batches(a, images, trig, seed=5, batch=7)
     assert y1.dtype == torch.uint8 and y1.shape == images.shape
