@@ -30,3 +30,11 @@ def test_asr_undefined_when_only_target_images():
     labels = torch.tensor([2, 2])
     with pytest.raises(ValueError, match="target class"):
         backdoor_metrics(onehot([2, 2]), labels, onehot([2, 2]), target=2)
+
+
+def test_attack_success_excludes_target_images():
+    from clipbd.metrics import attack_success
+
+    # non-target images 0,1,3,4 -> predicted 2,0,2,2: 3 of 4; the target image (2) is ignored
+    assert attack_success(onehot([2, 0, 0, 2, 2]), LABELS, target=2) == pytest.approx(0.75)
+    assert attack_success(onehot([0, 1, 2, 0, 1]), LABELS, target=2) == 0.0

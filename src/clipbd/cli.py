@@ -23,6 +23,9 @@ VERBS = {
     "pretrain": ("Pre-train the clean CLIP from scratch, or import local weights.",
                  [("--split", {"nargs": "*", "default": []}), ("--out", {})]),
     "trigger": ("Draw an attack's trigger from the seed and store it.", [("--out", {})]),
+    "learn-trigger": ("Optimize a learned trigger (SSBA, TrojVQA, BadCLIP) on training data.",
+                      [("--model", {"default": ""}), ("--split", {"nargs": "*", "default": []}),
+                       ("--out", {})]),
     "poison": ("Build the poisoned fine-tuning corpus.",
                [("--trigger", {}), ("--split", {"nargs": "*", "default": []}), ("--out", {})]),
     "poison-test": ("Materialize a triggered test set.",
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         steps.pretrain(cfg, _kv(args.split), args.out, args.code)
     elif v == "trigger":
         steps.trigger(cfg, args.out, args.code)
+    elif v == "learn-trigger":
+        steps.learn_trigger(cfg, args.model, _kv(args.split), args.out, args.code)
     elif v == "poison":
         steps.poison(cfg, args.trigger, _kv(args.split), args.out, args.code)
     elif v == "poison-test":

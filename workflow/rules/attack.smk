@@ -1,4 +1,6 @@
 # Triggers (stored, versioned), poisoned fine-tuning corpora, triggered test sets.
+# Drawn triggers come from `trigger`, learned ones (SSBA, TrojVQA, BadCLIP) from `learn_trigger`;
+# `trigger_for` picks the right file for the attack.
 
 
 rule trigger:
@@ -19,10 +21,34 @@ rule trigger:
         "--out {output} 2> {log}"
 
 
+rule learn_trigger:
+    input:
+        unpack(learn_trigger_inputs),
+    output:
+        f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/learned.safetensors",
+    params:
+        cfg=attack_cfg,
+        code=code_for("learn_trigger", "attack"),
+        splits=learn_trigger_splits,
+        model=learn_trigger_model,
+    threads: 2
+    conda:
+        ENV
+    log:
+        "logs/learn_trigger/{dataset}/{attack}/{avar}.log",
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "python -m clipbd learn-trigger --cfg {params.cfg:q} --code {params.code} "
+        "--threads {threads} --model={params.model} --split {params.splits} "
+        "--out {output} 2> {log}"
+
+
 rule poison:
     input:
         unpack(train_splits("backdoor")),
-        trigger=f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/trigger.safetensors",
+        trigger=trigger_for,
     output:
         f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/train.safetensors",
     params:
@@ -43,7 +69,7 @@ rule poison:
 
 rule poison_test:
     input:
-        trigger=f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/trigger.safetensors",
+        trigger=trigger_for,
         test=f"{R}/data/{{dataset}}/test.safetensors",
     output:
         f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/test.safetensors",
