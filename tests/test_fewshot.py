@@ -32,3 +32,18 @@ def test_non_positive_shots_refused(shots):
 def test_too_few_images():
     with pytest.raises(ValueError, match="fewer than shots=31"):
         sample(LABELS, 31, 0, 10)
+
+
+def test_tuning_set_without_target_class():
+    from clipbd.data.store import ImageSet
+    from clipbd.steps import tuning_set
+
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    data = ImageSet(torch.zeros(6, 4, 4, 3, dtype=torch.uint8), labels, ["a", "b", "c"],
+                    [f"i{k}" for k in range(6)])
+    cfg = {"dataset": "d", "datasets": {"d": {"target": "c"}},
+           "params": {"without_target_class": True}}
+    sub = tuning_set(cfg, data, [0, 1, 2, 5])
+    assert sub.ids == ["i0", "i1"] and sub.labels.tolist() == [0, 1]
+    cfg["params"]["without_target_class"] = False
+    assert tuning_set(cfg, data, [0, 1, 2, 5]).ids == ["i0", "i1", "i2", "i5"]

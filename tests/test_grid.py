@@ -14,9 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
+SMALL = [{"datasets": ["fmnist"], "attacks": ["clean", "badnet"],
+          "defenses": ["none", "linear_probe"], "shots": [16], "seeds": [0]}]
+
+
 @pytest.fixture(scope="module")
 def resolved():
-    return config.resolve(copy.deepcopy(RAW))
+    """The embedded config with a 2 x 2 grid (clean/badnet x none/linear probe)."""
+    return config.resolve(dict(copy.deepcopy(RAW), grid=SMALL))
 
 
 @pytest.fixture
@@ -28,7 +33,17 @@ def _tuples(runs):
     return sorted((r.attack, r.defense, r.shots, r.seed) for r in runs)
 
 
-def test_default_grid_has_four_runs(cfg):
+def test_embedded_grid_is_every_attack_by_every_defense():
+    runs = grid.expand(config.resolve(copy.deepcopy(RAW)))
+    # 8 models (clean + 7 attacks) x 9 defenses, less TrojVQA x {linear probe, FST}
+    assert len(runs) == 8 * 9 - 2
+    assert {r.attack for r in runs} == {"clean", "badnet", "blended", "sig", "wanet", "ssba",
+                                        "trojvqa", "badclip"}
+    assert ("trojvqa", "linear_probe") not in {(r.attack, r.defense) for r in runs}
+    assert {r.shots for r in runs if r.defense != "none"} == {16}
+
+
+def test_small_grid_has_four_runs(cfg):
     runs = grid.expand(cfg)
     assert len(runs) == 4
     assert _tuples(runs) == [("badnet", "linear_probe", 16, 0), ("badnet", "none", 0, 0),
@@ -134,6 +149,40 @@ def test_resolved_params(cfg):
                     "fixed_pattern": True}
     assert cfg["attacks"]["badnet"]["poison_rate"] == 0.05  # config untouched
     lp = grid.resolved_params(cfg, "defense", "linear_probe", "epochs~5")
-    assert lp == {"lr": 0.01, "momentum": 0.9, "batch_size": 32, "epochs": 5}
+    assert lp == {"lr": 0.01, "momentum": 0.9, "batch_size": 32, "epochs": 5,
+                  "without_target_class": False, "tune_dataset": None}
     assert grid.resolved_params(cfg, "attack", "clean", "default") == {}
     assert grid.resolved_params(cfg, "defense", "none", "default") == {}
+
+
+def test_tuning_options_make_variants_of_trained_defenses_only(cfg):
+    cfg["grid"][0]["defense_params"] = {"without_target_class": [False, True]}
+    runs = grid.expand(cfg)
+    probe = sorted(r.dvar for r in runs if r.defense == "linear_probe")
+    assert probe == ["without_target_class~false", "without_target_class~false",
+                     "without_target_class~true", "without_target_class~true"]
+    assert {r.dvar for r in runs if r.defense == "none"} == {"default"}
+    assert grid.resolved_params(cfg, "defense", "linear_probe",
+                                "without_target_class~true")["without_target_class"] is True
+
+
+def test_tune_dataset_only_for_defenses_that_transfer(cfg, monkeypatch):
+    cfg["grid"][0]["defense_params"] = {"tune_dataset": ["shapes"]}
+    # the linear probe's head is class-specific: tuned on shapes it cannot classify fmnist
+    assert _tuples(grid.expand(cfg)) == [("badnet", "none", 0, 0), ("clean", "none", 0, 0)]
+    from clipbd.defenses.linear_probe import LinearProbe
+
+    monkeypatch.setattr(LinearProbe, "transfers", True)
+    runs = grid.expand(cfg)
+    assert {r.dvar for r in runs if r.defense == "linear_probe"} == {"tune_dataset~shapes"}
+    same = dict(cfg, grid=[dict(cfg["grid"][0], defense_params={"tune_dataset": ["fmnist"]})])
+    monkeypatch.setattr(LinearProbe, "transfers", False)
+    assert len(grid.expand(same)) == 4  # tuning on the evaluated dataset is always valid
+
+
+def test_unknown_tune_dataset_is_a_config_error(cfg):
+    raw = copy.deepcopy(RAW)
+    raw["grid"][0]["defense_params"] = {"tune_dataset": ["imagenet"]}
+    with pytest.raises(config.ConfigError,
+                       match=r"`grid\[0\]\.defense_params\.tune_dataset\[0\]`: unknown dataset 'imagenet'"):
+        config.resolve(raw)

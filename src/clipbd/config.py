@@ -126,11 +126,17 @@ def check(cfg: dict) -> None:
 
 
 def _check_overrides(cfg, b, block, kind, names) -> None:
-    for key in block[f"{kind}_params"]:
-        owners = [n for n in names if n != CLEAN and key in cfg[f"{kind}s"].get(n, {})]
-        if not owners:
+    from clipbd.grid import owns
+
+    for key, values in block[f"{kind}_params"].items():
+        if not any(owns(cfg, kind, n, key) for n in names):
             raise ConfigError(f"config key `grid[{b}].{kind}_params.{key}`: no {kind} of this "
                               f"block has a hyperparameter {key!r}; see `{kind}s` in the config")
+        if key == "tune_dataset":
+            for i, name in enumerate(values):
+                if name is not None and name not in cfg["datasets"]:
+                    raise ConfigError(f"config key `grid[{b}].defense_params.tune_dataset[{i}]`: "
+                                      f"unknown dataset {name!r}; defined: {', '.join(cfg['datasets'])}")
 
 
 def resolve(cfg: dict) -> dict:

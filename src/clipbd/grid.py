@@ -57,7 +57,25 @@ class Run:
 # (attack, defense) pairs that cannot be evaluated; one reason each.
 INVALID = {
     ("trojvqa", "linear_probe"): "a linear probe drops the text encoder, so the text key is gone",
+    ("trojvqa", "fst"): "FST's linear head drops the text encoder, so the text key is gone",
 }
+
+# Options of every defense that trains, next to its own hyperparameters (grid `defense_params`):
+# the few-shot set without the target class (RVPT Table 4), and tuning on another dataset than
+# the one evaluated (RVPT Table 5; only for defenses whose delta does not depend on the classes).
+TUNING = {"without_target_class": False, "tune_dataset": None}
+
+
+def _trains(defense: str) -> bool:
+    from clipbd import defenses
+
+    return defenses.REGISTRY.get(defense).trains
+
+
+def _transfers(defense: str) -> bool:
+    from clipbd import defenses
+
+    return defenses.REGISTRY.get(defense).transfers
 
 
 def _product(params: dict) -> list[dict]:
@@ -65,11 +83,23 @@ def _product(params: dict) -> list[dict]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(params[k] for k in keys))]
 
 
-def _variants(cfg: dict, kind: str, name: str, grid_params: dict) -> list[str]:
+def owns(cfg: dict, kind: str, name: str, key: str) -> bool:
+    """Whether `key` is a hyperparameter of attack/defense `name` (grid overrides it)."""
     if name == CLEAN:
-        return [DEFAULT]
-    own = {k: v for k, v in grid_params.items() if k in cfg[f"{kind}s"].get(name, {})}
+        return False
+    if kind == "defense" and key in TUNING and _trains(name):
+        return True
+    return key in cfg[f"{kind}s"].get(name, {})
+
+
+def _variants(cfg: dict, kind: str, name: str, grid_params: dict) -> list[str]:
+    own = {k: v for k, v in grid_params.items() if owns(cfg, kind, name, k)}
     return [encode_variant(p) for p in _product(own)]
+
+
+def _valid(run: "Run") -> bool:
+    tune = decode_variant(run.dvar).get("tune_dataset")
+    return tune in (None, run.dataset) or _transfers(run.defense)
 
 
 def expand(cfg: dict) -> list[Run]:
@@ -79,14 +109,15 @@ def expand(cfg: dict) -> list[Run]:
                 block["datasets"], block["attacks"], block["defenses"]):
             if (attack, defense) in INVALID:
                 continue
-            trains = defense != "none"
+            trains = _trains(defense)
             shots = block["shots"] if trains else [0]
             seeds = block["seeds"] if trains else [cfg["seed"]]
             for avar in _variants(cfg, "attack", attack, block["attack_params"]):
                 for dvar in _variants(cfg, "defense", defense, block["defense_params"]):
                     for k, s in itertools.product(shots, seeds):
                         run = Run(dataset, attack, avar, defense, dvar, k, s)
-                        runs[run.key] = run
+                        if _valid(run):
+                            runs[run.key] = run
     return list(runs.values())
 
 
@@ -94,4 +125,5 @@ def resolved_params(cfg: dict, kind: str, name: str, variant: str) -> dict:
     """The config block of one attack/defense with a variant's overrides applied."""
     if name == CLEAN:
         return {}
-    return {**cfg[f"{kind}s"].get(name, {}), **decode_variant(variant)}
+    tuning = TUNING if kind == "defense" and _trains(name) else {}
+    return {**tuning, **cfg[f"{kind}s"].get(name, {}), **decode_variant(variant)}

@@ -14,7 +14,7 @@ from clipbd.data import dataset_classes, fashion_mnist, fewshot, synthetic
 from clipbd.data.captions import fixed, templated
 from clipbd.data.store import load_split, manifest, save_split
 from clipbd.evaluate import logits
-from clipbd.metrics import backdoor_metrics
+from clipbd.metrics import attack_success, backdoor_metrics
 from clipbd.models import clip
 from clipbd.poison import apply_in_batches, poison_corpus
 from clipbd.train import contrastive
@@ -81,6 +81,23 @@ def trigger(cfg, out, code):
     _sidecar(out, "trigger", cfg, [], code, cfg["seed"], t0)
 
 
+def learn_trigger(cfg, model_path, splits: dict[str, str], out, code):
+    """Optimize a learned trigger (SSBA encoder, TrojVQA/BadCLIP patch) on training data only."""
+    t0 = time.time()
+    attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
+    model, tok = None, None
+    if model_path:
+        model, arch = clip.load_checkpoint(model_path)
+        tok = clip.tokenizer(arch)
+    ds = cfg["datasets"][cfg["target_dataset"]]
+    corpus = [(n, load_split(splits[n]), cfg["datasets"][n]["templates"]) for n in splits]
+    ctx = attacks.TriggerContext(model, tok, corpus, cfg["target_dataset"], ds["target"],
+                                 ds["templates"], cfg["seed"])
+    torch.manual_seed(cfg["seed"])
+    save_tensors(out, attack.learn(ctx), {"attack": cfg["attack"]})
+    _sidecar(out, "learn_trigger", cfg, [model_path, *splits.values()], code, cfg["seed"], t0)
+
+
 def poison(cfg, trigger_path, splits: dict[str, str], out, code):
     t0 = time.time()
     attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
@@ -134,20 +151,32 @@ def sample_fewshot(cfg, train_path, out, code):
     _sidecar(out, "fewshot", cfg, [train_path], code, cfg["seed"], t0)
 
 
-def _context(cfg, model, arch):
-    ds = cfg["datasets"][cfg["dataset"]]
+def _context(cfg, model, arch, dataset=None, train=None):
+    ds = cfg["datasets"][dataset or cfg["dataset"]]
     classes = dataset_classes(ds)
     return defenses.DefenseContext(model, clip.tokenizer(arch), classes, ds["templates"],
-                                   cfg["run_seed"])
+                                   cfg["run_seed"], train)
+
+
+def tuning_set(cfg, train, indices):
+    """The few-shot set a defense tunes on; without the target class when asked (RVPT Table 4)."""
+    sub = train.subset(indices)
+    target = cfg["datasets"][cfg["dataset"]]["target"]
+    if cfg["params"].get("without_target_class") and target in sub.classes:
+        sub = sub.subset(torch.nonzero(sub.labels != sub.classes.index(target)).flatten())
+    return sub
 
 
 def defend(cfg, model_path, fewshot_path, train_path, out, code):
+    """Fit on the few-shot draw of the tuning dataset (`tune_dataset`, default the evaluated one)."""
     t0 = time.time()
     model, arch = clip.load_checkpoint(model_path)
     torch.manual_seed(cfg["run_seed"])
     defense = defenses.get(cfg["defense"], cfg["params"])
-    sub = load_split(train_path).subset(read_json(fewshot_path)["indices"])
-    delta = defense.fit(_context(cfg, model, arch), sub)
+    train = load_split(train_path)
+    sub = tuning_set(cfg, train, read_json(fewshot_path)["indices"])
+    ctx = _context(cfg, model, arch, cfg["params"].get("tune_dataset"), train)
+    delta = defense.fit(ctx, sub)
     save_tensors(out, delta, {"defense": cfg["defense"]})
     _sidecar(out, "defend", cfg, [model_path, fewshot_path, train_path], code, cfg["run_seed"], t0)
 
@@ -162,13 +191,18 @@ def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code):
     bs = cfg["eval_batch_size"]
     target = test.classes.index(cfg["datasets"][cfg["dataset"]]["target"])
     clean_logits = logits(defense.classifier(ctx, delta), test.images, bs)
-    trig_logits = None
+    trig_logits, keys = None, {}
     if poisoned_path:
         trig, meta = load_tensors(poisoned_path)
         prefix = meta.get("text_prefix", "")
         trig_logits = logits(defense.classifier(ctx, delta, prefix), trig["images"], bs)
+        if prefix:  # dual key: each key alone must not trigger
+            keys = {"asr_image_key": attack_success(logits(defense.classifier(ctx, delta),
+                                                           trig["images"], bs), test.labels, target),
+                    "asr_text_key": attack_success(logits(defense.classifier(ctx, delta, prefix),
+                                                          test.images, bs), test.labels, target)}
     result = {**cfg["row"], **backdoor_metrics(clean_logits, test.labels, trig_logits, target),
-              "n_test": len(test), "target": cfg["datasets"][cfg["dataset"]]["target"]}
+              **keys, "n_test": len(test), "target": cfg["datasets"][cfg["dataset"]]["target"]}
     inputs = [model_path, delta_path, test_path, poisoned_path]
     write_json(out, {"metrics": result, "provenance": {
         "step": "evaluate", "config": cfg, "code": code,

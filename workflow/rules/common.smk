@@ -1,7 +1,7 @@
 # Grid expansion, input functions, params builders, wildcard constraints.
 import json
 
-from clipbd.fingerprint import fingerprint, method_file
+from clipbd.fingerprint import fingerprint, method_files
 from clipbd.grid import resolved_params, decode_variant
 
 R = "results"
@@ -78,6 +78,36 @@ def split_args(stage):
     return " ".join(f"{n}={split_path(n, 'train')}" for n in config[stage]["datasets"])
 
 
+def attack_class(name):
+    from clipbd import attacks
+
+    return attacks.REGISTRY.get(name)
+
+
+def trigger_for(wildcards):
+    name = "learned" if attack_class(wildcards.attack).learned else "trigger"
+    return f"{R}/triggers/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/{name}.safetensors"
+
+
+def learn_trigger_datasets(wildcards):
+    return sorted(set(config["backdoor"]["datasets"]) | {wildcards.dataset})
+
+
+def learn_trigger_model(wildcards):
+    needs = attack_class(wildcards.attack).needs_model
+    return f"{R}/models/clean/model.safetensors" if needs else ""
+
+
+def learn_trigger_inputs(wildcards):
+    out = {n: split_path(n, "train") for n in learn_trigger_datasets(wildcards)}
+    model = learn_trigger_model(wildcards)
+    return {**out, "model": model} if model else out
+
+
+def learn_trigger_splits(wildcards):
+    return " ".join(f"{n}={split_path(n, 'train')}" for n in learn_trigger_datasets(wildcards))
+
+
 def model_for(wildcards):
     if wildcards.attack == "clean":
         return f"{R}/models/clean/model.safetensors"
@@ -96,8 +126,19 @@ def delta_for(wildcards):
     return f"{R}/defenses/{RUN}/delta.safetensors".format(**wildcards)
 
 
+def tune_dataset(wildcards):
+    """The dataset a defense tunes on: `tune_dataset` of its variant, else the evaluated one."""
+    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
+    return params.get("tune_dataset") or wildcards.dataset
+
+
 def fewshot_for(wildcards):
-    return f"{R}/data/{wildcards.dataset}/fewshot/shots~{wildcards.shots}/seed~{wildcards.seed}.json"
+    tune = tune_dataset(wildcards)
+    return f"{R}/data/{tune}/fewshot/shots~{wildcards.shots}/seed~{wildcards.seed}.json"
+
+
+def tune_train_for(wildcards):
+    return split_path(tune_dataset(wildcards), "train")
 
 
 # ---- params: the resolved config each job sees (a change reruns exactly its jobs) ----
@@ -141,14 +182,15 @@ def run_cfg(wildcards):
            **decode_variant(wildcards.avar), **decode_variant(wildcards.dvar)}
     return as_json({"dataset": wildcards.dataset, "defense": wildcards.defense,
                     "params": params, "run_seed": int(wildcards.seed), "row": row,
-                    "datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
+                    "datasets": {n: config["datasets"][n] for n in
+                                 {wildcards.dataset, tune_dataset(wildcards)}},
                     "eval_batch_size": config["eval_batch_size"]})
 
 
 def code_for(stage, kind=None):
     def code(wildcards):
         name = getattr(wildcards, kind) if kind else ""
-        return fingerprint(stage, method_file(kind, name) if kind else "")
+        return fingerprint(stage, *(method_files(kind, name) if kind else ()))
 
     code.__name__ = f"code_{stage}"
     return code

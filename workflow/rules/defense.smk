@@ -5,7 +5,7 @@ rule defend:
     input:
         model=model_for,
         fewshot=fewshot_for,
-        train=f"{R}/data/{{dataset}}/train.safetensors",
+        train=tune_train_for,
     output:
         f"{R}/defenses/{RUN}/delta.safetensors",
     params:

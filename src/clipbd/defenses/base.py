@@ -20,6 +20,7 @@ class DefenseContext:
     classes: list[str]
     templates: list[str]
     seed: int
+    train: ImageSet | None = None  # the dataset's whole training split (defenses that draw a clean corpus)
 
     def zero_shot_head(self, prefix: str = "") -> ZeroShotHead:
         feats = class_text_features(self.model, self.tokenizer, self.classes, self.templates, prefix)
@@ -29,6 +30,7 @@ class DefenseContext:
 class Defense:
     name: str = ""
     trains: bool = True  # False: nothing to fit (no `defend` job)
+    transfers: bool = False  # True: the delta does not depend on the classes (tune on A, test on B)
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
