@@ -2,11 +2,14 @@ from clipbd import fingerprint as fp
 
 
 def test_every_source_file_is_fingerprinted_or_deliberately_left_out():
+    from clipbd import attacks, defenses
+
     listed = set(fp.CORE) | set(fp.NOT_IN_JOBS) | {f for files in fp.STAGES.values() for f in files}
+    for kind, reg in (("attack", attacks.REGISTRY), ("defense", defenses.REGISTRY)):
+        for name in reg.names():  # one method per file, plus the helpers it imports
+            listed |= set(fp.method_files(kind, name))
     for path in fp.PKG.rglob("*.py"):
         rel = str(path.relative_to(fp.PKG))
-        if rel.startswith(("attacks/", "defenses/")) and not rel.endswith(("__init__.py", "base.py")):
-            continue  # one method per file: added through method_file()
         assert rel in listed, f"{rel} is in no stage of clipbd.fingerprint"
     for rel in listed:
         assert (fp.PKG / rel).is_file(), rel
@@ -19,3 +22,22 @@ def test_fingerprint_depends_on_the_method_file_only():
     assert fp.fingerprint("trigger", badnet) == fp.fingerprint("trigger", badnet)
     assert fp.fingerprint("evaluate", "") == fp.fingerprint("evaluate")
     assert fp.method_file("attack", "clean") == ""
+
+
+def test_method_files_follow_package_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "clipbd"
+    (pkg / "attacks").mkdir(parents=True)
+    (pkg / "attacks" / "a.py").write_text("from clipbd.attacks.helper import x\nimport torch\n")
+    (pkg / "attacks" / "helper.py").write_text("from clipbd.data import store\nx = 1\n")
+    (pkg / "data").mkdir()
+    (pkg / "data" / "store.py").write_text("")
+    (pkg / "data" / "__init__.py").write_text("from clipbd.cli import main\n")
+    monkeypatch.setattr(fp, "PKG", pkg)
+    monkeypatch.setattr(fp, "method_file", lambda kind, name: "attacks/a.py")
+    fp.method_files.cache_clear()
+    try:
+        # cli.py is deliberately left out of job fingerprints even when imported
+        assert fp.method_files("attack", "a") == ("attacks/a.py", "attacks/helper.py",
+                                                  "data/__init__.py", "data/store.py")
+    finally:
+        fp.method_files.cache_clear()

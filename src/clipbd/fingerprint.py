@@ -5,6 +5,7 @@ pass these fingerprints as params, so editing one attack's file reruns exactly i
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "prepare": ("data/fashion_mnist.py", "data/synthetic.py"),
     "pretrain": MODELS + TRAIN + ("data/captions.py",),
     "trigger": ("attacks/base.py",),
+    "learn_trigger": MODELS + ("attacks/base.py",),
     "poison": ("attacks/base.py", "poison.py", "data/captions.py"),
     "backdoor": MODELS + TRAIN,
     "fewshot": ("data/fewshot.py",),
@@ -59,3 +61,41 @@ def method_file(kind: str, name: str) -> str:
 
     reg = {"attack": attacks.REGISTRY, "defense": defenses.REGISTRY}[kind]
     return str(Path(reg.module_file(name)).resolve().relative_to(PKG))
+
+
+def _clipbd_imports(rel: str) -> set[str]:
+    """Package files that `rel` imports (`import clipbd.x`, `from clipbd.x import y`)."""
+    found = set()
+    for node in ast.walk(ast.parse((PKG / rel).read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for mod in names:
+            if not mod.startswith("clipbd."):
+                continue
+            base = PKG.joinpath(*mod.split(".")[1:])
+            for cand in (base.with_suffix(".py"), base / "__init__.py"):
+                if cand.is_file():
+                    found.add(str(cand.relative_to(PKG)))
+    return found - set(NOT_IN_JOBS)
+
+
+@lru_cache(maxsize=None)
+def method_files(kind: str, name: str) -> tuple[str, ...]:
+    """An attack's/defense's file plus every package file it imports, transitively (sorted).
+
+    Shared helpers (a patch optimizer, a prompt wrapper) are thus part of the fingerprint of
+    exactly the methods that use them.
+    """
+    first = method_file(kind, name)
+    if not first:
+        return ()
+    seen, todo = set(), [first]
+    while todo:
+        rel = todo.pop()
+        if rel not in seen:
+            seen.add(rel)
+            todo.extend(_clipbd_imports(rel) - seen)
+    return tuple(sorted(seen))
