@@ -26,6 +26,12 @@ def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, 
 
     Poisoned pairs are drawn among images that are not of the target class; their image
     carries the trigger and their caption names the target (the attack's caption rule).
+
+    Attacks may add partial-key decoys (TrojVQA's dual-key training): `image_only_rate` and
+    `text_only_rate` in the attack's config (0 when absent) turn that share of the other
+    pairs into (triggered image, true caption) and (clean image, the attack's caption rule
+    applied to the true class: TrojVQA text key + template, BadCLIP a natural frame); their
+    masks are kept as extra["image_key_only"] and extra["text_key_only"].
     """
     rng = random.Random(seed)
     pool = [(name, i) for name, data, _ in parts for i in range(len(data))]
@@ -45,6 +51,7 @@ def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, 
         raise ValueError(f"poison_rate={poison_rate} asks for {n_poison} poisoned pairs but only "
                          f"{len(candidates)} non-target images were drawn")
     poisoned = set(rng.sample(candidates, n_poison))
+    image_only, text_only = _decoys(attack, rng, corpus_size, poisoned)
     images, labels, ids, captions = [], [], [], []
     for k, (name, i) in enumerate(chosen):
         data, templates = by_name[name]
@@ -52,13 +59,43 @@ def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, 
         labels.append(int(data.labels[i]))
         ids.append(data.ids[i])
         cls = data.classes[data.labels[i]]
-        captions.append(attack.poison_caption(target, target_templates, rng) if k in poisoned
-                        else random_caption(cls, templates, rng))
+        if k in poisoned:
+            captions.append(attack.poison_caption(target, target_templates, rng))
+        elif k in text_only:
+            captions.append(attack.poison_caption(cls, templates, rng))
+        else:
+            captions.append(random_caption(cls, templates, rng))
     images_t = torch.stack(images)
-    mask = torch.zeros(corpus_size, dtype=torch.bool)
-    mask[sorted(poisoned)] = True
+    mask = _mask(corpus_size, poisoned)
     if n_poison:
         images_t[mask] = apply_in_batches(attack, images_t[mask], trigger, seed + 1)
+    extra = {"poisoned": mask}
+    if image_only or text_only:
+        extra["image_key_only"] = _mask(corpus_size, image_only)
+        extra["text_key_only"] = _mask(corpus_size, text_only)
+        if image_only:
+            decoy = extra["image_key_only"]
+            images_t[decoy] = apply_in_batches(attack, images_t[decoy], trigger, seed + 3)
     # labels are per source dataset; keep them for auditing only
-    return ImageSet(images_t, torch.tensor(labels), ["(mixed)"], ids, captions,
-                    {"poisoned": mask})
+    return ImageSet(images_t, torch.tensor(labels), ["(mixed)"], ids, captions, extra)
+
+
+def _mask(n: int, chosen: set[int]) -> torch.Tensor:
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[sorted(chosen)] = True
+    return mask
+
+
+def _decoys(attack: Attack, rng: random.Random, corpus_size: int,
+            poisoned: set[int]) -> tuple[set[int], set[int]]:
+    """Pairs (disjoint, none poisoned) that get only the image key / only the text key."""
+    n_image = round(attack.cfg.get("image_only_rate", 0) * corpus_size)
+    n_text = round(attack.cfg.get("text_only_rate", 0) * corpus_size)
+    if not n_image and not n_text:
+        return set(), set()  # no rng draw: corpora of single-key attacks are unchanged
+    rest = [k for k in range(corpus_size) if k not in poisoned]
+    if n_image + n_text > len(rest):
+        raise ValueError(f"image_only_rate/text_only_rate ask for {n_image + n_text} decoy "
+                         f"pairs but only {len(rest)} pairs are not poisoned")
+    drawn = rng.sample(rest, n_image + n_text)
+    return set(drawn[:n_image]), set(drawn[n_image:])
