@@ -1,0 +1,131 @@
+"""VPT: deep visual prompts tuned with cross-entropy on the zero-shot logits (RVPT's baseline).
+
+The image encoder and the hand-crafted class text features stay frozen; only prompts
+p^d in R^{b x width} at the prompted blocks are learned (see clipbd.models.visual_prompt).
+Logits = exp(logit_scale) * cos(prompted image features, class text features).
+
+Recipe (RVPT = VPT plus a repulsion term, papers.md C.1): SGD lr 0.002, momentum 0.9, cosine
+decay, batch 32, 50 epochs, b = 50, 9 prompted blocks counted from the output, Gaussian init.
+Weight decay 5e-4 and one constant warm-up epoch at 1e-5 are the CoOp/Dassl defaults the RVPT
+code appears to build on (INFERRED; the paper states neither); the schedule is CoOp's here.
+No image augmentation, so the frozen lower blocks' tokens of the few-shot set are computed
+once and reused every epoch (`cache_lower`), and so are the original per-layer CLS tokens.
+
+The delta holds the prompts [n_prompted, b, width] and their block indices, nothing else.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+
+from clipbd.data.store import to_float
+from clipbd.defenses import register
+from clipbd.defenses.base import Defense
+from clipbd.models.text_prompt import frozen
+from clipbd.models.visual_prompt import VisualPrompts, init_prompts, prompted_blocks
+from clipbd.models.zeroshot import Classifier, Normalize
+from clipbd.train.schedule import set_lr, warmup_cosine
+
+log = logging.getLogger(__name__)
+FEATURE_BATCH = 256  # images per forward when caching the frozen parts
+
+
+class PromptedClassifier(Classifier):
+    """images in [0,1] -> logits through the prompted image encoder and a zero-shot head."""
+
+    def __init__(self, model, head: torch.nn.Module, prompter: VisualPrompts):
+        super().__init__(model, head)
+        self.prompter = prompter
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prompter(self.normalize(x))
+
+
+@register("vpt")
+class VPT(Defense):
+    transfers = True  # the delta does not depend on the classes
+    def blocks(self, visual) -> list[int]:
+        n_layers = len(visual.transformer.resblocks)
+        return prompted_blocks(n_layers, self.cfg["depth"], self.cfg["depth_from"],
+                               key=f"defenses.{self.name}.depth")
+
+    def repels(self) -> bool:
+        """Whether the loss needs the original encoder's per-layer CLS (RVPT with alpha != 0)."""
+        return False
+
+    def penalty(self, prompted: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """Extra loss on the prompted vs original CLS tokens [K, B, W] (none for VPT)."""
+        raise NotImplementedError
+
+    def fit(self, ctx, fewshot):
+        c = self.cfg
+        model = ctx.model
+        dev = next(model.parameters()).device
+        blocks = self.blocks(model.visual)
+        width = model.visual.class_embedding.shape[-1]
+        prompter = VisualPrompts(model.visual, blocks,
+                                 init_prompts(len(blocks), c["length"], width, c["init_std"],
+                                              ctx.seed))
+        labels = fewshot.labels.to(dev)
+        bs = c["batch_size"]
+        with frozen(model), torch.no_grad():
+            head = ctx.zero_shot_head()
+            x = Normalize(model).to(dev)(to_float(fewshot.images).to(dev))
+            fb = FEATURE_BATCH
+            low = torch.cat([prompter.lower(x[i:i + fb]) for i in range(0, len(x), fb)]) \
+                if c["cache_lower"] else None
+            # the original encoder's CLS at the prompted blocks is constant: computed once
+            sigma = self._original_cls(prompter, x, low, fb) if self.repels() else None
+        opt = torch.optim.SGD([prompter.prompts], lr=c["lr"], momentum=c["momentum"],
+                              weight_decay=c["weight_decay"])
+        steps = math.ceil(len(x) / bs)
+        total, warm = c["epochs"] * steps, c["warmup_epochs"] * steps
+        g = torch.Generator().manual_seed(ctx.seed)
+        layers = blocks if self.repels() else ()
+        self.losses: list[float] = []
+        with frozen(model), torch.enable_grad():
+            for _ in range(c["epochs"]):
+                for idx in torch.randperm(len(x), generator=g).split(bs):
+                    step = len(self.losses)
+                    if step < warm:
+                        set_lr(opt, c["warmup_lr"], 1.0)
+                    else:
+                        set_lr(opt, c["lr"], warmup_cosine(step, total, 0))
+                    idx = idx.to(dev)
+                    if low is not None:
+                        tokens = low[idx]
+                    else:
+                        with torch.no_grad():
+                            tokens = prompter.lower(x[idx])
+                    feats, cls = prompter.upper(tokens, cls_layers=layers)
+                    loss = F.cross_entropy(head(feats), labels[idx])
+                    if layers:
+                        loss = loss + self.penalty(torch.stack(cls), sigma[:, idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    self.losses.append(loss.item())
+        log.info("%s: loss %.4f -> %.4f", self.name, self.losses[0], self.losses[-1])
+        return {"prompts": prompter.prompts.detach().cpu().clone(),
+                "blocks": torch.tensor(blocks, dtype=torch.int64)}
+
+    @staticmethod
+    def _original_cls(prompter: VisualPrompts, x, low, bs: int) -> torch.Tensor:
+        """[K, N, W]: the frozen encoder's CLS after each prompted block, for every image."""
+        out = []
+        for i in range(0, len(x), bs):
+            tokens = low[i:i + bs] if low is not None else prompter.lower(x[i:i + bs])
+            out.append(torch.stack(prompter.upper(tokens, prompter.blocks, prompted=False)[1]))
+        return torch.cat(out, dim=1)
+
+    def classifier(self, ctx, delta, text_prefix=""):
+        blocks = delta["blocks"].tolist()
+        expected = self.blocks(ctx.model.visual)
+        if blocks != expected:
+            raise ValueError(f"delta prompts blocks {blocks}, but `defenses.{self.name}` "
+                             f"(depth, depth_from) gives {expected}")
+        prompter = VisualPrompts(ctx.model.visual, blocks, delta["prompts"])
+        return PromptedClassifier(ctx.model, ctx.zero_shot_head(text_prefix), prompter).eval()
