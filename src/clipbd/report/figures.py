@@ -23,7 +23,45 @@ def markdown(df: pd.DataFrame) -> str:
     for r in agg.itertuples():
         lines.append(f"| {r.dataset} | {r.attack} | {r.defense} | {r.shots} | "
                      f"{_pct(r.asr)} ({_pct(r.ca)}) | {_pct(r.pa)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + "".join(matrices(df))
+
+
+def _default_variants(df: pd.DataFrame) -> pd.DataFrame:
+    keep = pd.Series(True, index=df.index)
+    for col in ("attack_variant", "defense_variant"):
+        if col in df:
+            keep &= df[col].fillna("default") == "default"
+    return df[keep]
+
+
+def matrices(df: pd.DataFrame) -> list[str]:
+    """Per dataset and shot count: defenses x attacks, "ASR (CA)" cells and their average
+    over the attacks (CBPT's main-table layout). Default variants only; a missing run is "—"."""
+    df = _default_variants(df)
+    out = []
+    for (dataset, shots), part in df[df.shots > 0].groupby(["dataset", "shots"]):
+        rows = pd.concat([df[(df.dataset == dataset) & (df.defense == "none")], part])
+        attacks = sorted(a for a in rows.attack.unique() if a != "clean")
+        defenses = sorted(rows.defense.unique(), key=lambda d: (d != "none", d))
+        mean = rows.groupby(["defense", "attack"])[["asr", "ca"]].mean()
+        head = ["defense", *attacks, "average"]
+        lines = [f"\n### {dataset}, {shots} shots: ASR (CA) in %\n",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for d in defenses:
+            cells, asrs, cas = [], [], []
+            for a in attacks:
+                if (d, a) in mean.index:
+                    asr, ca = mean.loc[(d, a)]
+                    cells.append(f"{_pct(asr)} ({_pct(ca)})")
+                    asrs.append(asr)
+                    cas.append(ca)
+                else:
+                    cells.append("—")
+            avg = (f"{_pct(sum(asrs) / len(asrs))} ({_pct(sum(cas) / len(cas))})"
+                   if asrs and len(asrs) == len(attacks) else "—")
+            lines.append("| " + " | ".join([d, *cells, avg]) + " |")
+        out.append("\n".join(lines) + "\n")
+    return out
 
 
 def overview(df: pd.DataFrame, png: str, pdf: str) -> None:

@@ -1,0 +1,29 @@
+"""clipbd.report.figures: the attacks x defenses matrix (ASR (CA) cells, average column)."""
+import pandas as pd
+
+from clipbd.report.figures import matrices
+
+
+def _row(attack, defense, shots, asr, ca, seed=0, dvar="default"):
+    return {"dataset": "d", "attack": attack, "defense": defense, "shots": shots, "seed": seed,
+            "asr": asr, "ca": ca, "attack_variant": "default", "defense_variant": dvar}
+
+
+def test_matrix_cells_average_and_missing_runs():
+    df = pd.DataFrame([
+        _row("clean", "none", 0, None, 0.85),
+        _row("a1", "none", 0, 1.0, 0.80), _row("a2", "none", 0, 0.90, 0.84),
+        _row("a1", "rvpt", 16, 0.02, 0.82), _row("a1", "rvpt", 16, 0.04, 0.80, seed=1),
+        _row("a2", "rvpt", 16, 0.00, 0.86),
+        _row("a1", "lp", 16, 0.50, 0.70),  # lp x a2 absent
+        _row("a2", "rvpt", 16, 0.99, 0.10, dvar="alpha~0"),  # a variant: not in the matrix
+    ])
+    (table,) = matrices(df)
+    lines = table.strip().splitlines()
+    assert lines[0] == "### d, 16 shots: ASR (CA) in %"
+    assert lines[2] == "| defense | a1 | a2 | average |"
+    assert lines[4] == "| none | 100.00 (80.00) | 90.00 (84.00) | 95.00 (82.00) |"
+    assert lines[5] == "| lp | 50.00 (70.00) | — | — |"
+    # rvpt x a1 is the mean over two seeds: ASR 3%, CA 81%
+    assert lines[6] == "| rvpt | 3.00 (81.00) | 0.00 (86.00) | 1.50 (83.50) |"
+    assert len(lines) == 7
