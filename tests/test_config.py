@@ -118,9 +118,9 @@ def _weights_missing(c, tmp):
 G = ("grid", 0)
 BAD = [
     ("unknown-attack", _set(G + ("attacks", 1), "bogus"),
-     "grid[0].attacks[1]", "known: clean, badnet"),
+     "grid[0].attacks[1]", "known: clean, badclip, badnet, blended, sig, ssba, trojvqa, wanet"),
     ("unknown-defense", _set(G + ("defenses", 1), "prune"),
-     "grid[0].defenses[1]", "known: linear_probe, none"),
+     "grid[0].defenses[1]", "known: cbpt, cleanclip, coop, fst, ft, linear_probe, none, rvpt, vpt"),
     ("unknown-grid-dataset", _set(G + ("datasets", 0), "cifar"),
      "grid[0].datasets[0]", "defined under `datasets`: fmnist, shapes"),
     ("shots-zero", _set(G + ("shots",), [16, 0]), "grid[0].shots[1]", "expected minimum 1"),
@@ -157,8 +157,8 @@ BAD = [
     ("defense-param-unowned", _set(G + ("defense_params",), {"gamma": [1.0]}),
      "grid[0].defense_params.gamma", "no defense of this block has a hyperparameter 'gamma'"),
     # `lr` belongs to a defense, not to an attack: kinds must not be mixed up
-    ("attack-param-unowned", _set(G + ("attack_params",), {"lr": [0.1]}),
-     "grid[0].attack_params.lr", "no attack of this block has a hyperparameter 'lr'"),
+    ("attack-param-unowned", _set(G + ("attack_params",), {"epochs": [0.1]}),
+     "grid[0].attack_params.epochs", "no attack of this block has a hyperparameter 'epochs'"),
     ("attack-param-clean-only", lambda c, t: c["grid"][0].update(
         attacks=["clean"], attack_params={"poison_rate": [0.1]}),
      "grid[0].attack_params.poison_rate", "no attack of this block"),

@@ -27,8 +27,9 @@ def test_tidy_table(study):
     assert list(df.columns[:9]) == ["dataset", "attack", "defense", "shots", "seed",
                                     "ca", "asr", "asr_all", "pa"]
     assert sorted(zip(df.attack, df.defense, df.shots)) == [
-        ("badnet", "linear_probe", 4), ("badnet", "none", 0),
-        ("clean", "linear_probe", 4), ("clean", "none", 0)]
+        ("badnet", "cbpt", 4), ("badnet", "linear_probe", 4), ("badnet", "none", 0),
+        ("badnet", "rvpt", 4), ("clean", "linear_probe", 4), ("clean", "none", 0),
+        ("trojvqa", "cbpt", 4), ("trojvqa", "none", 0), ("trojvqa", "rvpt", 4)]
     rows = {(r.attack, r.defense): r for r in df.itertuples()}
     clean, bd = rows[("clean", "none")], rows[("badnet", "none")]
     # 10 classes: chance is 0.10. 150 steps of pre-training on 12k images reach ~0.75.
@@ -41,6 +42,26 @@ def test_tidy_table(study):
         vals = df[col].dropna()
         assert ((vals >= 0) & (vals <= 1)).all()
     assert (df.poison_rate.dropna() == 0.05).all()
+    # dual key: each key alone is measured for TrojVQA only
+    troj = df[df.attack == "trojvqa"]
+    for col in ("asr_image_key", "asr_text_key"):
+        assert troj[col].between(0, 1).all() and len(troj) == 3
+        assert df[df.attack != "trojvqa"][col].isna().all()
+
+
+def test_deltas_hold_only_what_each_defense_tunes(study):
+    from clipbd.artifacts import load_tensors
+
+    runs = study / "results" / "defenses" / "fmnist"
+    keys = {d.parts[-5] + "/" + d.parts[-7]: sorted(load_tensors(d)[0])
+            for d in runs.rglob("delta.safetensors")}
+    assert keys == {
+        "linear_probe/clean": ["head.bias", "head.weight"],
+        "linear_probe/badnet": ["head.bias", "head.weight"],
+        "cbpt/badnet": ["ctx", "trigger.mask", "trigger.pattern"],
+        "cbpt/trojvqa": ["ctx", "trigger.mask", "trigger.pattern"],
+        "rvpt/badnet": ["blocks", "prompts"],
+        "rvpt/trojvqa": ["blocks", "prompts"]}
 
 
 def test_nothing_left_to_do(study):
@@ -49,7 +70,9 @@ def test_nothing_left_to_do(study):
 
 def test_sidecars_match_artifacts(study):
     arts = sorted((study / "results").rglob("*.safetensors"))
-    assert len(arts) == 11  # 2x2 splits, 2 models, trigger, 2 poisoned sets, 2 deltas
+    # 2x2 splits, clean model, per attack (trigger, 2 poisoned sets, model), 6 deltas
+    assert len(arts) == 4 + 1 + 2 * 4 + 6
+    assert (study / "results/triggers/fmnist/trojvqa/default/learned.safetensors").is_file()
     for art in arts:
         side = read_json(str(art) + ".json")
         assert side["sha256"] == sha256_file(art)
@@ -65,7 +88,8 @@ def test_figure_and_markdown(study):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (study / "results" / "figures" / "overview.pdf").read_bytes()[:4] == b"%PDF"
     md = (study / "results" / "tables" / "metrics.md").read_text()
-    assert md.count("\n| fmnist |") == 4
+    assert md.count("\n| fmnist |") == 9
+    assert "| defense | badnet | trojvqa | average |" in md
     gallery = study / "results" / "figures" / "gallery"
     assert sorted(p.name for p in gallery.iterdir()) == [
         "fmnist_perturbations.pdf", "fmnist_perturbations.png",
@@ -83,6 +107,21 @@ def test_hyperparameter_edit_reruns_exactly_its_jobs(study):
         cfg["defenses"]["linear_probe"]["epochs"] = 10
         (study / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert planned_jobs(study) == {}
+
+
+def test_tuning_on_another_dataset_without_the_target_class_is_planned(study):
+    cfg = yaml.safe_load((study / "config.yaml").read_text())
+    extra = {"datasets": ["fmnist"], "attacks": ["badnet"], "defenses": ["rvpt", "cbpt"],
+             "shots": [4], "defense_params": {"tune_dataset": ["shapes"],
+                                              "without_target_class": [True]}}
+    (study / "extra.yaml").write_text(yaml.safe_dump({**cfg, "grid": cfg["grid"] + [extra]}))
+    # RVPT's prompts transfer (a new few-shot draw on shapes); CBPT's class-wise prompts do not
+    assert planned_jobs(study, "--configfile", str(study / "extra.yaml")) == {
+        "fewshot": 1, "defend": 1, "evaluate": 1, "aggregate": 1, "figure": 1, "all": 1}
+    res = snakemake(study, "-n", "--configfile", str(study / "extra.yaml"))
+    run = "rvpt/tune_dataset~shapes,without_target_class~true/shots~4/seed~0"
+    assert "results/data/shapes/fewshot/shots~4/seed~0.json" in res.stdout
+    assert f"results/defenses/fmnist/badnet/default/{run}/delta.safetensors" in res.stdout
 
 
 def test_bad_config_fails_before_any_job(tmp_path):

@@ -2,7 +2,7 @@
 from clipbd.defenses.base import Defense, DefenseContext
 from clipbd.registry import Registry
 
-MODULES = ("none", "linear_probe")
+MODULES = ("none", "linear_probe", "coop", "cbpt", "vpt", "rvpt", "finetune", "fst", "cleanclip")
 REGISTRY: Registry[Defense] = Registry("defense", "clipbd.defenses", MODULES)
 register = REGISTRY.register
 
