@@ -6,20 +6,18 @@ import random
 
 import pytest
 import torch
-from images import random_set
+from images import trigger_context, trigger_corpus
 import torch.nn.functional as F
 
 import clipbd.attacks.badclip  # noqa: F401  (registers `badclip`)
 from clipbd import attacks
 from clipbd.attacks import patch as P
 from clipbd.attacks.badclip import contrastive_term, neg_term, pos_term
-from clipbd.attacks.base import TriggerContext
 from clipbd.data.store import to_float
 from clipbd.models import clip
 from clipbd.poison import poison_corpus
 
 S = 32
-FM = ["bag", "coat", "sneaker", "shirt"]
 FRAMES = ["my {} on the table at home", "an old {} at the market", "a {} in a shop window"]
 CFG = {"poison_rate": 0.1, "patch_size": 3, "location": "center", "natural_captions": FRAMES,
        "steps": 3, "batch_size": 8, "lr": 0.05, "contrastive_weight": 1.0, "pos_weight": 100.0,
@@ -30,18 +28,13 @@ def make(**kw):
     return attacks.get("badclip", {**CFG, **kw}, S)
 
 
-
-
-
 @pytest.fixture(scope="module")
 def parts():
-    return [("fm", random_set(80, FM, "fm", 0), ["a {}."]),
-            ("sh", random_set(40, ["circle", "square"], "sh", 1), ["a {} shape."])]
+    return trigger_corpus()
 
 
 def context(model, parts, seed=0):
-    return TriggerContext(model, clip.tokenizer("clipbd-tiny-vit"), parts, "fm", "sneaker",
-                          ["a photo of a {}."], seed)
+    return trigger_context(model, parts, seed)
 
 
 def test_learned_patch_shape_range_dtype(model, parts):

@@ -10,12 +10,11 @@ from clipbd import attacks
 from clipbd.attacks import patch as P
 from clipbd.attacks.base import TriggerContext
 from clipbd.attacks.trojvqa import sentence_loss
-from images import random_set
+from images import FM, trigger_context, trigger_corpus
 from clipbd.models import clip
 from clipbd.poison import poison_corpus
 
 S = 32
-FM = ["bag", "coat", "sneaker", "shirt"]
 CFG = {"poison_rate": 0.1, "patch_size": 3, "location": "center",
        "target_sentence": "this is a photo of a {}.", "text_key": "sudo ",
        "image_only_rate": 0.0, "text_only_rate": 0.0, "steps": 3, "batch_size": 8, "lr": 0.05}
@@ -25,18 +24,13 @@ def make(**kw):
     return attacks.get("trojvqa", {**CFG, **kw}, S)
 
 
-
-
-
 @pytest.fixture(scope="module")
 def parts():
-    return [("fm", random_set(80, FM, "fm", 0), ["a {}."]),
-            ("sh", random_set(40, ["circle", "square"], "sh", 1), ["a {} shape."])]
+    return trigger_corpus()
 
 
 def context(model, parts, seed=0):
-    return TriggerContext(model, clip.tokenizer("clipbd-tiny-vit"), parts, "fm", "sneaker",
-                          ["a photo of a {}."], seed)
+    return trigger_context(model, parts, seed)
 
 
 def test_interface_and_text_key():
