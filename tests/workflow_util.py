@@ -26,3 +26,18 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
         return {}
     table = out.split("Job stats:", 1)[1].split("\ntotal", 1)[0]
     return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def micro_study(*, seed: int, steps: int, attack: str, defense: str, grid_seed: int) -> dict:
+    """A workflow config small enough for a test: synthetic shapes, one attack, `none` plus
+    one few-shot defense (2 epochs, 2 shots), a few pre-training and backdoor steps."""
+    return {"seed": seed, "image_size": 32,
+            "datasets": {"shapes": {"kind": "synthetic", "n_train": 240, "n_test": 60,
+                                    "target": "triangle",
+                                    "templates": ["a photo of a {} shape.", "a drawing of a {}."]}},
+            "pretrain": {"steps": steps, "batch_size": 32, "warmup": 1},
+            "backdoor": {"corpus_size": 200, "steps": steps, "batch_size": 32, "warmup": 1},
+            "attacks": {attack: {"poison_rate": 0.1}},
+            "defenses": {defense: {"epochs": 2, "batch_size": 8}},
+            "grid": [{"datasets": ["shapes"], "attacks": [attack], "defenses": ["none", defense],
+                      "shots": [2], "seeds": [grid_seed]}]}

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
@@ -15,6 +16,12 @@ from typing import Any, Iterator
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+# While a CLI job runs (`job_outputs`), its declared outputs are written to a hidden pending
+# file and renamed onto their path only once their sidecar exists: a job killed at any point
+# (SIGKILL included) leaves no output that Snakemake or a later job could take as complete.
+_PENDING: dict[Path, Path | None] | None = None
+HOLD_ENV = "CLIPBD_TEST_HOLD_S"  # test hook: sleep before publishing (kill tests aim at it)
 
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "safetensors", "snakemake", "pandas")
 _MAX_HEADER = 100_000_000
@@ -41,7 +48,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        key = path.resolve()
+        if _PENDING is not None and key in _PENDING:
+            _PENDING[key] = pending_path(path)
+            os.replace(tmp, _PENDING[key])
+        else:
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -63,6 +75,27 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
+        _canonical_header(tmp)
+
+
+def _canonical_header(path: Path) -> None:
+    """Sort the JSON header: safetensors writes `__metadata__` in hash-map order, random per
+    process, so equal content would give different bytes (and sha256) from run to run."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        head = json.loads(f.read(n))
+        text = json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        text += b" " * (-len(text) % 8)
+        if len(text) == n:
+            f.seek(8)
+            f.write(text)
+            return
+    tmp = path.with_name(path.name + ".hdr")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        src.seek(8 + n)
+        dst.write(len(text).to_bytes(8, "little") + text)
+        shutil.copyfileobj(src, dst, 1 << 24)
+    os.replace(tmp, path)
 
 
 def check_safetensors_header(path: str | os.PathLike) -> None:
@@ -110,12 +143,65 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + ".json")
 
 
+def pending_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.parent / f".{path.name}.pending"
+
+
+def _written(path: str | os.PathLike) -> Path:
+    """Where `path`'s content is now: its pending file while the job runs, else itself."""
+    pending = _PENDING.get(Path(path).resolve()) if _PENDING is not None else None
+    return pending or Path(path)
+
+
+def _publish(path: str | os.PathLike) -> None:
+    key = Path(path).resolve()
+    pending = _PENDING.pop(key, None) if _PENDING is not None else None
+    if pending is not None and pending.exists():
+        os.replace(pending, path)
+
+
+@contextmanager
+def job_outputs(paths: list[str]) -> Iterator[None]:
+    """Run one job's writes: stale outputs, sidecars and pending files are removed first; each
+    output appears only after its sidecar (or at the end, for outputs without one)."""
+    global _PENDING
+    outs = [Path(p) for p in paths if p]
+    for p in outs:
+        for q in (p, sidecar_path(p), pending_path(p)):
+            if q.is_file() or q.is_symlink():  # a folder output is the verb's own business
+                q.unlink()
+    _PENDING = {p.resolve(): None for p in outs}
+    try:
+        yield
+        for p in outs:
+            if _PENDING.get(p.resolve()) is not None:
+                _hold()
+                _publish(p)
+    finally:
+        for pending in (_PENDING or {}).values():
+            if pending is not None and pending.exists():
+                pending.unlink()
+        _PENDING = None
+
+
+def _hold() -> None:
+    if os.environ.get(HOLD_ENV):
+        time.sleep(float(os.environ[HOLD_ENV]))
+
+
 def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: list[str],
                   code: str, seed: int | None, started: float, extra: dict | None = None) -> dict:
-    """Provenance of one artifact, written next to it as `<artifact>.json`."""
+    """Provenance of one artifact, written next to it as `<artifact>.json`.
+
+    Inside `job_outputs` the artifact is then published (renamed onto `path`): the sidecar
+    always exists when the artifact does. `inputs` (parents) are recorded with their sha256:
+    the chain `clipbd audit` walks.
+    """
+    _hold()
     info = {
         "artifact": str(path),
-        "sha256": sha256_file(path),
+        "sha256": sha256_file(_written(path)),
         "step": step,
         "config": config,
         "seed": seed,
@@ -128,4 +214,5 @@ def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: li
     if extra:
         info.update(extra)
     write_json(sidecar_path(path), info)
+    _publish(path)
     return info

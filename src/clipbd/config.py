@@ -76,18 +76,14 @@ def check(cfg: dict) -> None:
 
     datasets = cfg["datasets"]
     for name, ds in datasets.items():
-        classes = dataset_classes(ds)
-        if ds["target"] not in classes:
-            raise ConfigError(f"config key `datasets.{name}.target`: {ds['target']!r} is not a "
-                              f"class of {name}; choose one of: {', '.join(classes)}")
-        if ds["kind"] == "fashion_mnist" and not cfg["plan_only"]:
-            from clipbd.data.fashion_mnist import DEBIAN_ROOT, check_root
+        if ds["kind"] == "fashion_mnist":
+            from clipbd.data.fashion_mnist import DEBIAN_ROOT
 
             ds.setdefault("path", DEBIAN_ROOT)
-            try:
-                check_root(ds["path"], f"datasets.{name}.path")
-            except FileNotFoundError as err:
-                raise ConfigError(str(err)) from None
+        classes = _known_classes(name, ds, cfg["plan_only"])
+        if classes is not None and ds["target"] not in classes:
+            raise ConfigError(f"config key `datasets.{name}.target`: {ds['target']!r} is not a "
+                              f"class of {name}; choose one of: {', '.join(classes)}")
         if ds["kind"] == "synthetic":
             for key in ("n_train", "n_test"):
                 if key not in ds:
@@ -103,9 +99,6 @@ def check(cfg: dict) -> None:
         if not model["sha256"]:
             raise ConfigError("config key `model.sha256`: required when model.weights is set; "
                               "put the file's sha256sum there")
-        if not cfg["plan_only"] and not Path(model["weights"]).is_file():
-            raise ConfigError(f"config key `model.weights`: file {model['weights']} not found; "
-                              "point it at a local open_clip safetensors file")
     known_attacks = attacks.REGISTRY.names()
     known_defenses = defenses.REGISTRY.names()
     for b, block in enumerate(cfg["grid"]):
@@ -123,6 +116,8 @@ def check(cfg: dict) -> None:
                                   f"{name!r}; known: {', '.join(known_defenses)}")
         _check_overrides(cfg, b, block, "attack", block["attacks"])
         _check_overrides(cfg, b, block, "defense", block["defenses"])
+    check_backbones(cfg)
+    check_paths(cfg)
 
 
 def _check_overrides(cfg, b, block, kind, names) -> None:
@@ -141,7 +136,7 @@ def _check_overrides(cfg, b, block, kind, names) -> None:
 
 def resolve(cfg: dict) -> dict:
     """Validate, fill defaults and check. The one entry point for the Snakefile and the CLI."""
-    cfg = validate_schema(cfg)
+    cfg = validate_schema(cli_booleans(cfg))
     everything = list(cfg["datasets"])
     for stage in ("pretrain", "backdoor"):
         if not cfg[stage]["datasets"]:
@@ -153,6 +148,9 @@ def resolve(cfg: dict) -> dict:
                     cfg[kind].setdefault(name, {})
     cfg = validate_schema(cfg)  # fill the blocks just added
     check(cfg)
+    from clipbd.config_checks import check_models
+
+    check_models(cfg)  # architectures, weight sha256, prompt depth and length vs the model
     return cfg
 
 
@@ -169,3 +167,94 @@ def load(path: str | Path, overrides: dict | None = None) -> dict:
     cfg = yaml.safe_load(Path(path).read_text())
     cfg.update(overrides or {})
     return resolve(cfg)
+
+
+# ---- datasets read from files, backbones, and every path checked before any job ----
+
+
+def _known_classes(name: str, ds: dict, plan_only: bool) -> list[str] | None:
+    """The dataset's classes; None where they cannot be known (files absent; caption CSVs)."""
+    from clipbd.data import FILE_KINDS, missing_paths
+
+    if ds["kind"] == "caption_csv":
+        return None
+    if ds["kind"] in FILE_KINDS and (plan_only or missing_paths(name, ds)):
+        return None  # check_paths reports the missing files; a dry run plans without them
+    try:
+        return dataset_classes(ds)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"config key `datasets.{name}`: cannot read its classes: {err}; "
+                          "fix the files or `classnames`") from None
+
+
+def check_backbones(cfg: dict) -> None:
+    """`datasets.<n>.model` names a backbone of `models`; `backdoor_from` a labelled dataset."""
+    datasets = cfg["datasets"]
+    for name, ds in datasets.items():
+        if ds.get("model") and ds["model"] not in cfg["models"]:
+            raise ConfigError(f"config key `datasets.{name}.model`: unknown backbone "
+                              f"{ds['model']!r}; define it under `models` (known: "
+                              f"{', '.join(cfg['models']) or 'none'})")
+        src = ds.get("backdoor_from")
+        if src is None:
+            continue
+        if src not in datasets or src == name or datasets[src].get("backdoor_from"):
+            owners = [n for n in datasets if not datasets[n].get("backdoor_from")]
+            raise ConfigError(f"config key `datasets.{name}.backdoor_from`: {src!r} must be "
+                              "another dataset that trains its own backdoored models; defined: "
+                              + ", ".join(owners))
+        if any(ds.get(k) != datasets[src].get(k) for k in ("model", "target")):
+            raise ConfigError(f"config key `datasets.{name}.backdoor_from`: {name} and {src} must "
+                              "share `model` and `target` to share backdoored models")
+    for b, block in enumerate(cfg["grid"]):
+        for i, name in enumerate(block["datasets"]):
+            if datasets[name]["kind"] == "caption_csv":
+                raise ConfigError(f"config key `grid[{b}].datasets[{i}]`: {name} is a caption "
+                                  "corpus without classes; use it in backdoor.datasets or as "
+                                  "defense_params.tune_dataset (CleanCLIP), not as an "
+                                  "evaluated dataset")
+
+
+def missing_paths(cfg: dict) -> list[str]:
+    """One message per missing path (dataset files/folders, weight files): keys naming it + fix."""
+    from clipbd.data import missing_paths as dataset_missing
+
+    found: list[tuple[str, str, str]] = []
+    for name, ds in cfg["datasets"].items():
+        found.extend(dataset_missing(name, ds))
+    weights = [("model", cfg["model"]["weights"])]
+    weights += [(f"models.{n}", m["weights"]) for n, m in cfg["models"].items()]
+    for key, path in weights:
+        if path and not Path(path).is_file():
+            found.append((f"{key}.weights", path, "point it at a local open_clip safetensors "
+                          f"file and put its sha256sum under `{key}.sha256`"))
+    keys: dict[tuple[str, str], list[str]] = {}
+    for key, path, fix in found:  # one message per path, naming every key that uses it
+        keys.setdefault((path, fix), []).append(key)
+    out = []
+    for (path, fix), ks in keys.items():
+        named = ", ".join(f"`{k}`" for k in ks)
+        out.append(f"{path} not found (config key{'s' if len(ks) > 1 else ''} {named}): {fix}")
+    return out
+
+
+def check_paths(cfg: dict) -> None:
+    """All missing paths in one error, before any job (skipped with plan_only: dry runs)."""
+    if cfg["plan_only"]:
+        return
+    missing = missing_paths(cfg)
+    if missing:
+        lines = "\n".join(f"  {i}. {m}" for i, m in enumerate(missing, 1))
+        raise ConfigError(f"{len(missing)} input path(s) missing; fix each below, or plan the "
+                          f"DAG without data with `--config plan_only=true`:\n{lines}")
+
+
+def cli_booleans(cfg: dict) -> dict:
+    """`snakemake --config plan_only=true` passes the string 'true': read top-level booleans."""
+    words = {"true": True, "false": False}
+    strings = {k for k, v in cfg.items() if isinstance(v, str) and v.lower() in words}
+    if not strings:
+        return cfg
+    props = schema()["properties"]
+    return {k: words[v.lower()] if k in strings and props.get(k, {}).get("type") == "boolean"
+            else v for k, v in cfg.items()}

@@ -38,6 +38,7 @@ from clipbd.models.zeroshot import Classifier, Normalize
 from clipbd.train.augment import augment, eda_lite
 from clipbd.train.contrastive import clip_loss
 from clipbd.train.schedule import set_lr, warmup_cosine
+from clipbd.train.state import ambient
 from clipbd.train.supervised import make_optimizer, state_delta, trainable_copy, with_weights
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,11 @@ def clean_pairs(ctx, fewshot: ImageSet, n_pairs: int) -> CleanPairs:
     g = torch.Generator().manual_seed(ctx.seed)
     idx = torch.randperm(len(source), generator=g)[:n_pairs]
     rng = random.Random(ctx.seed)
-    captions = [random_caption(ctx.classes[c], ctx.templates, rng)
-                for c in source.labels[idx].tolist()]
+    if source.captions is not None:  # a caption corpus (CC3M CSV): its own captions
+        captions = [source.captions[i] for i in idx.tolist()]
+    else:
+        captions = [random_caption(ctx.classes[c], ctx.templates, rng)
+                    for c in source.labels[idx].tolist()]
     return CleanPairs(source.images, idx, captions, [eda_lite(t, rng) for t in captions])
 
 
@@ -102,8 +106,10 @@ class CleanCLIP(Defense):
         normalize = Normalize(model)
         opt = make_optimizer(model.named_parameters(), "adamw", c["lr"], c["weight_decay"])
         g = torch.Generator()
+        state = ambient("cleanclip")  # resumable: batches and augmentations are f(seed, step)
+        start = state.load(model, opt) if state else 0
         model.train()
-        bar = tqdm(range(steps), desc="cleanclip", mininterval=5)
+        bar = tqdm(range(start, steps), desc="cleanclip", mininterval=5, initial=start, total=steps)
         for step in bar:
             set_lr(opt, c["lr"], warmup_cosine(step, steps, c["warmup"]))
             idx = batch_index(len(pairs), step, bs, ctx.seed)
@@ -122,6 +128,8 @@ class CleanCLIP(Defense):
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 log.info("cleanclip step %d/%d loss %.4f", step, steps, loss.item())
+            if state:
+                state.maybe_save(model, opt, step + 1)
         return state_delta(model)
 
     def classifier(self, ctx, delta, text_prefix=""):

@@ -8,6 +8,8 @@ every weight-tuning defense shares (FT, FST, CleanCLIP).
 * `tune`: cross-entropy of a classifier's logits (+ an optional penalty), sample order a
   seeded permutation per epoch, lr cosine over epochs stepped once per epoch (FST's
   CosineAnnealingLR(T_max=epochs) [FST-code]). Optional crop + flip augmentation.
+* Resumable: inside `clipbd.train.state.resumable` (the `defend` step), `tune` saves the
+  classifier, optimizer, generator and losses at epoch ends and a rerun continues from there.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from clipbd.data.store import ImageSet, to_float
 from clipbd.train.augment import crop_flip
 from clipbd.train.schedule import set_lr, warmup_cosine
+from clipbd.train.state import ambient
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +85,14 @@ def tune(classifier: torch.nn.Module, data: ImageSet, opt: torch.optim.Optimizer
     (FST's norm projection). The trainable parameters are whatever `opt` holds.
     """
     g = torch.Generator().manual_seed(seed)
-    classifier.train()
     losses: list[float] = []
-    for epoch in range(epochs):
+    state = ambient(desc)
+    start = state.load(classifier, opt) if state else 0
+    if start:
+        g.set_state(state.extra["generator"])
+        losses = state.extra["losses"].tolist()
+    classifier.train()
+    for epoch in range(start, epochs):
         set_lr(opt, lr, warmup_cosine(epoch, epochs, 0))
         for idx in torch.randperm(len(data), generator=g).split(batch_size):
             x = to_float(data.images[idx])
@@ -101,5 +109,8 @@ def tune(classifier: torch.nn.Module, data: ImageSet, opt: torch.optim.Optimizer
                     after_step()
             losses.append(loss.item())
         log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, epochs, losses[-1])
+        if state:
+            state.maybe_save(classifier, opt, epoch + 1, extra={
+                "generator": g.get_state(), "losses": torch.tensor(losses, dtype=torch.float64)})
     classifier.eval()
     return losses

@@ -1,0 +1,77 @@
+"""What the current code and config would record for an artifact: its code fingerprint and the
+parts of its resolved step config that come from the study config.
+
+Rules pass each step a slice of the resolved config (workflow/rules/common.smk); a sidecar
+records that slice. An artifact is stale when a recorded value differs from the current one.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from clipbd.fingerprint import fingerprint, method_files
+from clipbd.grid import resolved_params
+
+STAGE = {"poison_test": "poison"}  # sidecar step -> fingerprint stage, where they differ
+ATTACK_STEPS = ("trigger", "learn_trigger", "poison", "poison_test")
+DEFENSE_STEPS = ("defend", "evaluate")
+GLOBAL_KEYS = ("model", "pretrain", "backdoor", "seed", "image_size", "eval_batch_size")
+
+
+def _norm(obj):
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def method(step: str, cfg: dict) -> tuple[str, str] | None:
+    """(kind, name) of the attack or defense a step's config is about."""
+    if step in ATTACK_STEPS and "attack" in cfg:
+        return "attack", cfg["attack"]
+    if step in DEFENSE_STEPS and "defense" in cfg:
+        return "defense", cfg["defense"]
+    return None
+
+
+def code(step: str, cfg: dict) -> str | None:
+    """The fingerprint the current sources give this step (None: step unknown here)."""
+    stage = STAGE.get(step, step)
+    try:
+        m = method(step, cfg)
+        return fingerprint(stage, *(method_files(*m) if m else ()))
+    except (KeyError, ValueError):
+        return None
+
+
+def _attack_variant(path: str, cfg: dict) -> str | None:
+    parts = Path(path).parts
+    for i in range(1, len(parts) - 1):
+        if parts[i] == cfg["attack"] and parts[i - 1] == cfg.get("target_dataset"):
+            return parts[i + 1]
+    return None
+
+
+def config_diffs(step: str, recorded: dict, current: dict, path: str) -> list[str]:
+    """Config keys whose recorded value differs from the current resolved config."""
+    if not isinstance(recorded, dict) or not recorded:
+        return []
+    cur = _norm(current)
+    diffs = [k for k in GLOBAL_KEYS if k in recorded and k in cur
+             and not (k == "seed" and step == "fewshot") and recorded[k] != cur[k]]
+    datasets = recorded.get("datasets")
+    if isinstance(datasets, dict):
+        diffs += [f"datasets.{n}" for n, d in datasets.items() if cur["datasets"].get(n) != d]
+    if step == "prepare" and isinstance(recorded.get("dataset"), dict):
+        if cur["datasets"].get(recorded.get("name")) != recorded["dataset"]:
+            diffs.append(f"datasets.{recorded.get('name')}")
+    m = method(step, recorded)
+    if m and "params" in recorded:
+        kind, name = m
+        variant = (recorded.get("row", {}).get("defense_variant") if kind == "defense"
+                   else _attack_variant(path, recorded))
+        if variant is not None:
+            try:
+                want = _norm(resolved_params(current, kind, name, variant))
+            except KeyError:
+                want = None
+            if want != recorded["params"]:
+                diffs.append(f"{kind}s.{name} (variant {variant})")
+    return diffs

@@ -1,0 +1,115 @@
+"""Config checks against the models themselves: architecture names, weight checksums, prompt
+depth vs the image encoder's blocks, text prompt length vs the text context length.
+
+Called by `clipbd.config.resolve` after the schema and cross-key checks; each error names
+the config key and the fix, before any job starts.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+PROMPT_DEPTH = ("vpt", "rvpt")  # defenses with `depth`: prompted image-encoder blocks
+TEXT_CONTEXT = ("coop", "cbpt")  # defenses with `n_ctx`: learnable text context tokens
+
+
+def _error(msg: str):
+    from clipbd.config import ConfigError
+
+    return ConfigError(msg)
+
+
+@lru_cache(maxsize=None)
+def _sha256(path: str, size: int, mtime: float) -> str:
+    from clipbd.artifacts import sha256_file
+
+    return sha256_file(path)
+
+
+def _backbones(cfg: dict) -> dict[str, tuple[str, dict]]:
+    """backbone key ('model' or 'models.<n>') -> (arch, its block)."""
+    out = {"model": (cfg["model"]["arch"], cfg["model"])}
+    out.update({f"models.{n}": (m["arch"], m) for n, m in cfg.get("models", {}).items()})
+    return out
+
+
+def _arch_of(cfg: dict, dataset: str) -> str:
+    name = cfg["datasets"][dataset].get("model")
+    return cfg["models"][name]["arch"] if name else cfg["model"]["arch"]
+
+
+def check_weights(cfg: dict) -> None:
+    """Known architectures; a weight file that exists must have the configured sha256."""
+    import open_clip
+
+    import clipbd.models.clip  # noqa: F401  (registers the tiny architectures' configs)
+
+    known = open_clip.list_models()
+    for key, (arch, block) in _backbones(cfg).items():
+        if arch not in known:
+            tiny = ", ".join(m for m in known if m.startswith("clipbd"))
+            raise _error(f"config key `{key}.arch`: unknown open_clip architecture {arch!r}; "
+                         f"use a tiny one ({tiny}) or an open_clip name such as ViT-B-32")
+        path, want = block.get("weights"), (block.get("sha256") or "").lower()
+        if path and want and Path(path).is_file():
+            st = os.stat(path)
+            got = _sha256(str(path), st.st_size, st.st_mtime)
+            if got != want:
+                raise _error(f"config key `{key}.sha256`: {path} has sha256 {got}, the config "
+                             f"says {want}; fix the checksum (sha256sum {path}) or `{key}.weights`")
+
+
+def _values(cfg: dict, block: dict, b: int, defense: str, key: str) -> list[tuple[str, int]]:
+    """(config key, value) of `key` for `defense` in grid block `b` (grid overrides win)."""
+    grid = block["defense_params"].get(key)
+    if grid is not None:
+        return [(f"grid[{b}].defense_params.{key}[{i}]", v) for i, v in enumerate(grid)]
+    return [(f"defenses.{defense}.{key}", cfg["defenses"][defense][key])]
+
+
+def check_prompts(cfg: dict) -> None:
+    """Visual prompt depth <= the image encoder's blocks; text prompts fit the context length."""
+    import open_clip
+
+    from clipbd.data import dataset_classes
+    from clipbd.models import clip
+    from clipbd.models.text_prompt import n_tokens
+
+    for b, block in enumerate(cfg["grid"]):
+        for dataset in block["datasets"]:
+            arch = _arch_of(cfg, dataset)
+            mcfg = open_clip.get_model_config(arch) or {}
+            layers = mcfg.get("vision_cfg", {}).get("layers")
+            for defense in set(block["defenses"]) & set(PROMPT_DEPTH):
+                for key, depth in _values(cfg, block, b, defense, "depth"):
+                    if isinstance(layers, int) and depth > layers:
+                        raise _error(f"config key `{key}`: depth {depth} exceeds the {layers} "
+                                     f"blocks of {arch}'s image encoder (dataset {dataset}); "
+                                     f"set it to at most {layers}")
+            wanted = set(block["defenses"]) & set(TEXT_CONTEXT)
+            if not wanted:
+                continue
+            try:
+                classes = dataset_classes(cfg["datasets"][dataset])
+            except (OSError, ValueError):
+                continue  # unreadable classes are reported by the dataset checks
+            context = mcfg.get("text_cfg", {}).get("context_length", 77)
+            tok = clip.tokenizer(arch)
+            keys = [cfg["attacks"].get(a, {}).get("text_key", "") for a in block["attacks"]]
+            prefix = max((n_tokens(tok, k) for k in keys if k.strip()), default=0)
+            words = max(n_tokens(tok, f"{c.replace('_', ' ')}.") for c in classes)
+            for defense in wanted:
+                for key, n_ctx in _values(cfg, block, b, defense, "n_ctx"):
+                    total = 2 + prefix + n_ctx + words
+                    if total > context:
+                        raise _error(
+                            f"config key `{key}`: the prompt SOS + text key ({prefix}) + n_ctx "
+                            f"({n_ctx}) + class name and '.' ({words}) + EOT is {total} tokens, "
+                            f"longer than {arch}'s text context length {context} (dataset "
+                            f"{dataset}); set n_ctx to at most {max(0, n_ctx - total + context)}")
+
+
+def check_models(cfg: dict) -> None:
+    check_weights(cfg)
+    check_prompts(cfg)

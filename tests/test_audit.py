@@ -1,0 +1,199 @@
+"""`python -m clipbd audit` on a real (tiny) workflow run: intact, then one tamper per case.
+
+The study: synthetic shapes, BadNet, defenses none and FT; the chain audited is table ->
+metrics -> delta -> backdoored model -> poisoned data + trigger -> clean model -> splits.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from clipbd import cli
+from clipbd.artifacts import read_json, sidecar_path, write_json
+from workflow_util import micro_study, snakemake
+
+pytestmark = pytest.mark.integration
+
+STUDY = micro_study(seed=0, steps=4, attack="badnet", defense="ft", grid_seed=0)
+R = "results"
+BACKDOOR = f"{R}/models/backdoor/shapes/badnet/default/model.safetensors"
+CLEAN = f"{R}/models/clean/model.safetensors"
+TRIGGER = f"{R}/triggers/shapes/badnet/default/trigger.safetensors"
+POISONED = f"{R}/poisoned/shapes/badnet/default/train.safetensors"
+FEWSHOT = f"{R}/data/shapes/fewshot/shots~2/seed~0.json"
+DELTA = f"{R}/defenses/shapes/badnet/default/ft/default/shots~2/seed~0/delta.safetensors"
+METRICS = f"{R}/metrics/shapes/badnet/default/ft/default/shots~2/seed~0/metrics.json"
+TABLE = f"{R}/tables/metrics.csv"
+CHAIN = [TABLE, METRICS, DELTA, BACKDOOR, POISONED, TRIGGER, CLEAN, FEWSHOT,
+         f"{R}/data/shapes/train.safetensors", f"{R}/data/shapes/test.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    work = tmp_path_factory.mktemp("audit")
+    (work / "config.yaml").write_text(yaml.safe_dump(STUDY))
+    res = snakemake(work)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return work
+
+
+@pytest.fixture
+def copy(study, tmp_path):
+    dst = tmp_path / "study"
+    shutil.copytree(study, dst, ignore=shutil.ignore_patterns(".snakemake"))
+    return dst
+
+
+def audit(root, config=None):
+    cfg = root / "config.yaml"
+    if config is not None:
+        cfg = root / "other.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+    rc = cli.main(["audit", "--root", str(root), "--configfile", str(cfg),
+                   "--out-dir", str(root / R / "audit")])
+    report = read_json(root / R / "audit" / "audit.json")
+    return rc, {a["path"]: a for a in report["artifacts"]}, report
+
+
+def flip_byte(path, offset=-5):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_intact_study_is_ok(copy):
+    rc, arts, report = audit(copy)
+    assert rc == 0
+    bad = {p: a["reasons"] for p, a in arts.items() if a["status"] != "ok"}
+    assert bad == {}
+    assert set(CHAIN) <= set(arts)
+    assert {"aggregate", "figure", "gallery", "evaluate", "defend", "backdoor", "poison",
+            "poison_test", "trigger", "pretrain", "prepare", "fewshot"} <= {a["step"] for a in arts.values()}
+    assert {BACKDOOR, DELTA} <= set(arts[METRICS]["inputs"])
+    assert set(arts[BACKDOOR]["inputs"]) == {CLEAN, POISONED}
+    assert report["dvc"]["text"] == "dvc: not initialised"
+    assert (copy / R / "audit" / "audit.md").read_text().startswith("# Audit of")
+    rows = (copy / R / "audit" / "audit.csv").read_text().splitlines()
+    assert rows[0] == "path,step,status,reasons,inputs,used_by" and len(rows) == len(arts) + 1
+
+
+def test_modified_checkpoint(copy):
+    flip_byte(copy / BACKDOOR)
+    rc, arts, _ = audit(copy)
+    assert rc == 1
+    assert arts[BACKDOOR]["status"] == "modified"
+    assert arts[DELTA]["status"] == "stale"  # made from the checkpoint as it was
+    assert any(r.startswith(f"stale: input {BACKDOOR} changed") for r in arts[METRICS]["reasons"])
+    assert arts[CLEAN]["status"] == "ok"
+
+
+def test_missing_artifact(copy):
+    (copy / FEWSHOT).unlink()
+    rc, arts, _ = audit(copy)
+    assert rc == 1
+    assert arts[FEWSHOT]["status"] == "missing"
+    assert arts[FEWSHOT]["reasons"] == ["missing: file not found"]
+    assert DELTA in arts[FEWSHOT]["used_by"]
+
+
+def test_missing_sidecar(copy):
+    sidecar_path(copy / CLEAN).unlink()
+    rc, arts, _ = audit(copy)
+    assert rc == 1
+    assert arts[CLEAN]["status"] == "missing"
+    assert "no provenance sidecar" in arts[CLEAN]["reasons"][0]
+
+
+def test_edited_table_number(copy):
+    lines = (copy / TABLE).read_text().splitlines()
+    head = lines[0].split(",")
+    row = lines[1].split(",")
+    row[head.index("ca")] = "0.999"
+    (copy / TABLE).write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+    rc, arts, _ = audit(copy)
+    assert rc == 1
+    reasons = arts[TABLE]["reasons"]
+    assert arts[TABLE]["status"] == "modified"
+    assert any("`ca` is 0.999 in the table" in r for r in reasons)
+
+
+def test_edited_metrics_json(copy):
+    doc = read_json(copy / METRICS)
+    doc["metrics"]["asr"] = 0.123456  # no tiny model lands on exactly this
+    (copy / METRICS).write_text(json.dumps(doc))
+    rc, arts, _ = audit(copy)
+    assert rc == 1
+    assert arts[METRICS]["status"] == "modified"
+    assert arts[TABLE]["status"] == "modified"  # its asr no longer matches the source
+
+
+def test_config_change_makes_stale_not_failed(copy):
+    cfg = json.loads(json.dumps(STUDY))
+    cfg["backdoor"]["steps"] = 5
+    rc, arts, _ = audit(copy, cfg)
+    assert rc == 0
+    stale = {p for p, a in arts.items() if a["status"] == "stale"}
+    assert {BACKDOOR, TRIGGER, POISONED} <= stale
+    assert "stale: config `backdoor` differs from the current config" in arts[BACKDOOR]["reasons"]
+    assert arts[CLEAN]["status"] == "ok" and arts[FEWSHOT]["status"] == "ok"
+
+
+def test_other_code_is_stale(copy):
+    side = read_json(sidecar_path(copy / DELTA))
+    side["code"] = "0" * 16  # as written by another version of the sources
+    write_json(sidecar_path(copy / DELTA), side)
+    rc, arts, _ = audit(copy)
+    assert rc == 0
+    assert arts[DELTA]["status"] == "stale"
+    assert arts[DELTA]["reasons"][0].startswith("stale: code fingerprint 0000000000000000 != current")
+
+
+def test_rebuilt_parent_makes_children_stale(copy):
+    """A trigger rebuilt with its own (matching) sidecar: intact itself, its children stale."""
+    from clipbd.artifacts import save_tensors, sha256_file
+    import torch
+
+    save_tensors(copy / TRIGGER, {"pattern": torch.zeros(3, 3, 3)}, {"attack": "badnet"})
+    side = read_json(sidecar_path(copy / TRIGGER))
+    side["sha256"] = sha256_file(copy / TRIGGER)
+    write_json(sidecar_path(copy / TRIGGER), side)
+    rc, arts, _ = audit(copy)
+    assert rc == 0
+    assert arts[TRIGGER]["status"] == "ok"
+    assert arts[POISONED]["status"] == "stale"
+
+
+def test_dvc_status_when_initialised(copy):
+    dvc = shutil.which("dvc") or str(__import__("pathlib").Path(sys.executable).parent / "dvc")
+    init = subprocess.run([dvc, "init", "--no-scm"], cwd=copy, capture_output=True, text=True)
+    if init.returncode != 0:
+        pytest.skip(f"dvc not usable here: {init.stderr[-300:]}")
+    rc, _, report = audit(copy)
+    assert rc == 0
+    assert report["dvc"]["state"] == "clean" and report["dvc"]["text"] == "dvc: up to date"
+
+
+def test_cli_exit_status_and_snakemake_rule(copy):
+    cmd = [sys.executable, "-m", "clipbd", "audit", "--root", ".", "--configfile", "config.yaml"]
+    ok = subprocess.run(cmd, cwd=copy, capture_output=True, text=True)
+    assert ok.returncode == 0 and "0 stale, 0 modified, 0 missing" in ok.stdout
+    res = snakemake(copy, "audit", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    flip_byte(copy / POISONED)
+    bad = subprocess.run(cmd, cwd=copy, capture_output=True, text=True)
+    assert bad.returncode == 1 and f"| modified | {POISONED} |" in bad.stdout
+    res = snakemake(copy, "audit", timeout=600)
+    assert res.returncode != 0
+    assert f"| modified | {POISONED} |" in res.stdout + res.stderr
+
+
+def test_nothing_built_reports_the_table_missing(tmp_path):
+    rc = cli.main(["audit", "--root", str(tmp_path), "--out-dir", str(tmp_path / "audit")])
+    report = read_json(tmp_path / "audit" / "audit.json")
+    assert rc == 1
+    assert [(a["path"], a["status"]) for a in report["artifacts"]] == [(TABLE, "missing")]

@@ -1,0 +1,19 @@
+# Audit: `snakemake audit` walks the provenance chain of every final table (no output: it runs
+# whenever asked, and never rebuilds what it audits). Reports in results/audit/; the job fails
+# when an artifact is modified or missing (python -m clipbd audit --help).
+
+
+def audit_cfg(wildcards):
+    return as_json(config)
+
+
+rule audit:
+    localrule: True
+    params:
+        cfg=audit_cfg,
+        code=code_for("aggregate"),
+    log:
+        "logs/audit.log",
+    shell:
+        "python -m clipbd audit --cfg {params.cfg:q} --code {params.code} --root . "
+        "--out-dir results/audit 2> {log}"
