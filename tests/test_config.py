@@ -79,7 +79,8 @@ def test_plan_only_accepts_missing_files(cfg, tmp_path):
 def test_existing_weights_with_sha_accepted(cfg, tmp_path):
     w = tmp_path / "w.safetensors"
     w.write_bytes(b"x")
-    cfg["model"]["weights"], cfg["model"]["sha256"] = str(w), "0" * 64
+    cfg["model"]["weights"] = str(w)
+    cfg["model"]["sha256"] = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
     assert config.resolve(cfg)["model"]["weights"] == str(w)
 
 
@@ -163,7 +164,7 @@ BAD = [
         attacks=["clean"], attack_params={"poison_rate": [0.1]}),
      "grid[0].attack_params.poison_rate", "no attack of this block"),
     ("dataset-kind-unknown", _set(("datasets", "shapes", "kind"), "cifar"),
-     "datasets.shapes.kind", "expected enum ['fashion_mnist', 'synthetic']"),
+     "datasets.shapes.kind", "expected enum ['fashion_mnist', 'synthetic', 'image_folder', 'caption_csv']"),
     ("templates-empty", _set(("datasets", "shapes", "templates"), []),
      "datasets.shapes.templates", "expected minItems 1"),
     ("device-not-a-key", _set(("device",), "cuda"), "device", "remove it or fix its spelling"),

@@ -60,6 +60,10 @@ INVALID = {
     ("trojvqa", "fst"): "FST's linear head drops the text encoder, so the text key is gone",
 }
 
+# Defenses that need a ViT image encoder (visual prompts between CLS and patch tokens); dropped
+# for datasets on another backbone (RN50).
+VIT_ONLY = {"vpt": "deep visual prompts need a ViT", "rvpt": "deep visual prompts need a ViT"}
+
 # Options of every defense that trains, next to its own hyperparameters (grid `defense_params`):
 # the few-shot set without the target class (RVPT Table 4), and tuning on another dataset than
 # the one evaluated (RVPT Table 5; only for defenses whose delta does not depend on the classes).
@@ -97,7 +101,20 @@ def _variants(cfg: dict, kind: str, name: str, grid_params: dict) -> list[str]:
     return [encode_variant(p) for p in _product(own)]
 
 
-def _valid(run: "Run") -> bool:
+def backbone(cfg: dict, dataset: str) -> str | None:
+    """Name under `models` of the backbone `dataset` is attacked on (None: top-level `model`)."""
+    src = cfg["datasets"][dataset].get("backdoor_from") or dataset
+    return cfg["datasets"][src].get("model")
+
+
+def arch(cfg: dict, dataset: str) -> str:
+    name = backbone(cfg, dataset)
+    return cfg["models"][name]["arch"] if name else cfg["model"]["arch"]
+
+
+def _valid(cfg: dict, run: "Run") -> bool:
+    if run.defense in VIT_ONLY and "vit" not in arch(cfg, run.dataset).lower():
+        return False
     tune = decode_variant(run.dvar).get("tune_dataset")
     return tune in (None, run.dataset) or _transfers(run.defense)
 
@@ -116,7 +133,7 @@ def expand(cfg: dict) -> list[Run]:
                 for dvar in _variants(cfg, "defense", defense, block["defense_params"]):
                     for k, s in itertools.product(shots, seeds):
                         run = Run(dataset, attack, avar, defense, dvar, k, s)
-                        if _valid(run):
+                        if _valid(cfg, run):
                             runs[run.key] = run
     return list(runs.values())
 

@@ -63,6 +63,8 @@ def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, 
             captions.append(attack.poison_caption(target, target_templates, rng))
         elif k in text_only:
             captions.append(attack.poison_caption(cls, templates, rng))
+        elif data.captions is not None:  # a caption corpus (CC3M CSV) keeps its own captions
+            captions.append(data.captions[i])
         else:
             captions.append(random_caption(cls, templates, rng))
     images_t = torch.stack(images)

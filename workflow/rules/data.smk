@@ -15,8 +15,9 @@ rule prepare_data:
     log:
         "logs/prepare_data/{dataset}.log",
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd prepare --cfg {params.cfg:q} --code {params.code} "
         "--out-train {output.train} --out-test {output.test} 2> {log}"
@@ -34,9 +35,12 @@ rule fewshot:
         ENV
     log:
         "logs/fewshot/{dataset}/shots~{shots}/seed~{seed}.log",
+    group:
+        "fewshot"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd fewshot --cfg {params.cfg:q} --code {params.code} "
         "--train {input.train} --out {output} 2> {log}"

@@ -3,29 +3,52 @@
 
 rule pretrain:
     input:
-        unpack(train_splits("pretrain")),
+        unpack(pretrain_inputs),
     output:
         f"{R}/models/clean/model.safetensors",
     params:
         cfg=pretrain_cfg,
         code=code_for("pretrain"),
-        splits=split_args("pretrain"),
+        splits=pretrain_split_args,
     threads: 2
     conda:
         ENV
     log:
         "logs/pretrain/clean.log",
     resources:
-        mem_mb=8000,
-        runtime=120,
+        gpu=1,
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(120),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd pretrain --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --split {params.splits} --out {output} 2> {log}"
 
 
+# Another backbone (`models.<name>`): local weights + sha256, imported, never pre-trained.
+rule import_model:
+    input:
+        unpack(import_inputs),
+    output:
+        f"{R}/models/clean/{{backbone}}/model.safetensors",
+    params:
+        cfg=import_cfg,
+        code=code_for("pretrain"),
+    conda:
+        ENV
+    log:
+        "logs/import_model/{backbone}.log",
+    resources:
+        mem_mb=by_attempt(16000),
+        runtime=by_attempt(30),
+    shell:
+        "python -m clipbd pretrain --cfg {params.cfg:q} --code {params.code} "
+        "--out {output} 2> {log}"
+
+
 rule backdoor:
     input:
-        clean=f"{R}/models/clean/model.safetensors",
+        clean=backdoor_clean_model,
         poisoned=f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/train.safetensors",
     output:
         f"{R}/models/backdoor/{{dataset}}/{{attack}}/{{avar}}/model.safetensors",
@@ -38,8 +61,10 @@ rule backdoor:
     log:
         "logs/backdoor/{dataset}/{attack}/{avar}.log",
     resources:
-        mem_mb=8000,
-        runtime=240,
+        gpu=1,
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(240),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd backdoor --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --clean {input.clean} --poisoned {input.poisoned} "

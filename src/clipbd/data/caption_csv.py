@@ -1,0 +1,81 @@
+"""Caption corpora from a CSV file (a CC3M subset: image path + caption per row).
+
+`datasets.<name>.path` is the CSV (header row; columns `image_column`, default `image`,
+and `caption_column`, default `caption`, as in the CleanCLIP/BadCLIP CSVs). Image paths are
+relative to `image_root` (default: the CSV's folder). `n_train` draws a seeded subset of the
+rows (e.g. 500K of CC3M for poisoning, 250K for CleanCLIP). The whole corpus is the `train`
+split; `test` is empty. Every image gets the one pseudo-class CAPTION_CLASS: the stored
+captions, not class templates, caption its pairs.
+"""
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipbd.data.image_folder import load_image
+from clipbd.data.store import ImageSet
+
+CAPTION_CLASS = "(captioned)"
+
+
+def classes(ds: dict) -> list[str]:
+    return [CAPTION_CLASS]
+
+
+def image_root(ds: dict) -> Path:
+    return Path(ds.get("image_root") or Path(ds["path"]).parent)
+
+
+def missing(name: str, ds: dict) -> list[tuple[str, str, str]]:
+    """(config key, path, fix) per missing path of this dataset block."""
+    key = f"datasets.{name}"
+    out = []
+    if not Path(ds["path"]).is_file():
+        out.append((f"{key}.path", ds["path"], "point it at a CSV with an image-path column and "
+                    "a caption column (e.g. a CC3M subset)"))
+    if ds.get("image_root") and not Path(ds["image_root"]).is_dir():
+        out.append((f"{key}.image_root", ds["image_root"], "set it to the folder the CSV's "
+                    "image paths are relative to"))
+    return out
+
+
+def read_rows(ds: dict) -> list[tuple[str, str]]:
+    img_col = ds.get("image_column", "image")
+    cap_col = ds.get("caption_column", "caption")
+    with open(ds["path"], newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        for col, key in ((img_col, "image_column"), (cap_col, "caption_column")):
+            if col not in cols:
+                raise ValueError(f"{ds['path']}: no column {col!r} (columns: {', '.join(cols)}); "
+                                 f"set `{key}` in the dataset's config block")
+        rows = [(r[img_col], r[cap_col]) for r in reader]
+    bad = [i for i, (img, cap) in enumerate(rows) if not img or not cap.strip()]
+    if bad:
+        raise ValueError(f"{ds['path']}: row {bad[0] + 2} has an empty image path or caption")
+    return rows
+
+
+def load(ds: dict, split: str, image_size: int, seed: int, name: str = "") -> ImageSet:
+    if split != "train":
+        return ImageSet(torch.empty((0, image_size, image_size, 3), dtype=torch.uint8),
+                        torch.empty(0, dtype=torch.long), classes(ds), [], [])
+    rows = read_rows(ds)
+    cap = ds.get("n_train")
+    if cap and len(rows) > cap:
+        rng = random.Random(f"{seed}/{name}/rows")
+        rows = [rows[i] for i in sorted(rng.sample(range(len(rows)), cap))]
+    root = image_root(ds)
+    absent = [img for img, _ in rows if not (root / img).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{ds['path']}: {len(absent)} image(s) not found under {root}, "
+                                f"first {absent[0]}; fix `image_root` or the CSV")
+    images = np.stack([load_image(root / img, image_size) for img, _ in rows]) if rows else \
+        np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
+    return ImageSet(torch.from_numpy(images), torch.zeros(len(rows), dtype=torch.long),
+                    classes(ds), [f"{name}/{img}" for img, _ in rows],
+                    [c.strip() for _, c in rows])
