@@ -13,9 +13,12 @@ rule trigger:
         ENV
     log:
         "logs/trigger/{dataset}/{attack}/{avar}.log",
+    group:
+        "trigger"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd trigger --cfg {params.cfg:q} --code {params.code} "
         "--out {output} 2> {log}"
@@ -37,8 +40,10 @@ rule learn_trigger:
     log:
         "logs/learn_trigger/{dataset}/{attack}/{avar}.log",
     resources:
-        mem_mb=8000,
-        runtime=120,
+        gpu=1,
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(120),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd learn-trigger --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --model={params.model} --split {params.splits} "
@@ -60,8 +65,9 @@ rule poison:
     log:
         "logs/poison/{dataset}/{attack}/{avar}.log",
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(30),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd poison --cfg {params.cfg:q} --code {params.code} "
         "--trigger {input.trigger} --split {params.splits} --out {output} 2> {log}"
@@ -81,8 +87,9 @@ rule poison_test:
     log:
         "logs/poison_test/{dataset}/{attack}/{avar}.log",
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd poison-test --cfg {params.cfg:q} --code {params.code} "
         "--trigger {input.trigger} --test {input.test} --out {output} 2> {log}"

@@ -2,7 +2,7 @@
 import json
 
 from clipbd.fingerprint import fingerprint, method_files
-from clipbd.grid import resolved_params, decode_variant
+from clipbd.grid import backbone, resolved_params, decode_variant
 
 R = "results"
 ENV = "../../environment.yml"  # used with --software-deployment-method conda
@@ -17,6 +17,7 @@ wildcard_constraints:
     dvar="[^/]+",
     shots=r"\d+",
     seed=r"\d+",
+    backbone="[^/]+",
 
 
 def as_json(obj):
@@ -25,7 +26,8 @@ def as_json(obj):
 
 def final_targets(wildcards):
     galleries = [GALLERY[k].format(dataset=d) for d in attacked_datasets() for k in GALLERY]
-    return {"metrics": all_metrics(wildcards), "galleries": galleries, **FIGURES}
+    return {"metrics": all_metrics(wildcards), "galleries": galleries, **FIGURES,
+            "paper": f"{R}/paper/captions.md"}
 
 
 def attacked_datasets():
@@ -59,8 +61,12 @@ def split_path(name, split):
 
 def raw_inputs(wildcards):
     ds = config["datasets"][wildcards.dataset]
-    if ds["kind"] != "fashion_mnist" or config["plan_only"]:
+    if config["plan_only"]:
         return []
+    if ds["kind"] == "caption_csv":  # the CSV; image folders list only their class-name file
+        return [ds["path"]]
+    if ds["kind"] != "fashion_mnist":
+        return [ds["classnames"]] if ds.get("classnames") else []
     from clipbd.data.fashion_mnist import raw_files
 
     return raw_files(ds["path"])
@@ -86,7 +92,8 @@ def attack_class(name):
 
 def trigger_for(wildcards):
     name = "learned" if attack_class(wildcards.attack).learned else "trigger"
-    return f"{R}/triggers/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/{name}.safetensors"
+    src = backdoor_source(wildcards.dataset)
+    return f"{R}/triggers/{src}/{wildcards.attack}/{wildcards.avar}/{name}.safetensors"
 
 
 def learn_trigger_datasets(wildcards):
@@ -95,7 +102,7 @@ def learn_trigger_datasets(wildcards):
 
 def learn_trigger_model(wildcards):
     needs = attack_class(wildcards.attack).needs_model
-    return f"{R}/models/clean/model.safetensors" if needs else ""
+    return clean_model(wildcards.dataset) if needs else ""
 
 
 def learn_trigger_inputs(wildcards):
@@ -110,8 +117,9 @@ def learn_trigger_splits(wildcards):
 
 def model_for(wildcards):
     if wildcards.attack == "clean":
-        return f"{R}/models/clean/model.safetensors"
-    return f"{R}/models/backdoor/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/model.safetensors"
+        return clean_model(wildcards.dataset)
+    src = backdoor_source(wildcards.dataset)
+    return f"{R}/models/backdoor/{src}/{wildcards.attack}/{wildcards.avar}/model.safetensors"
 
 
 def poisoned_test_for(wildcards):
@@ -141,56 +149,118 @@ def tune_train_for(wildcards):
     return split_path(tune_dataset(wildcards), "train")
 
 
-# ---- params: the resolved config each job sees (a change reruns exactly its jobs) ----
+# ---- backbones: the clean CLIP of each dataset; local weights instead of pre-training ----
 
 
-def dataset_cfg(wildcards):
-    return as_json({"name": wildcards.dataset, "dataset": config["datasets"][wildcards.dataset],
-                    "image_size": config["image_size"], "seed": config["seed"]})
+def backdoor_source(dataset):
+    """The dataset whose backdoored models and triggers `dataset` evaluates (`backdoor_from`)."""
+    return config["datasets"][dataset].get("backdoor_from") or dataset
 
 
-def pretrain_cfg(wildcards):
-    keys = ("model", "pretrain", "seed", "image_size")
-    used = {n: config["datasets"][n] for n in config["pretrain"]["datasets"]}
-    return as_json({**{k: config[k] for k in keys}, "datasets": used})
+def clean_model(dataset):
+    """The clean CLIP of `dataset`'s backbone: the top-level `model`, or one of `models`."""
+    name = backbone(config, dataset)
+    return f"{R}/models/clean/{name + '/' if name else ''}model.safetensors"
 
 
-def attack_cfg(wildcards):
-    params = resolved_params(config, "attack", wildcards.attack, wildcards.avar)
-    return as_json({"attack": wildcards.attack, "params": params, "seed": config["seed"],
-                    "image_size": config["image_size"], "target_dataset": wildcards.dataset,
-                    "backdoor": config["backdoor"],
-                    "datasets": {n: config["datasets"][n] for n in
-                                 set(config["backdoor"]["datasets"]) | {wildcards.dataset}}})
+def backdoor_clean_model(wildcards):
+    return clean_model(wildcards.dataset)
 
 
-def backdoor_cfg(wildcards):
-    return as_json({"backdoor": config["backdoor"], "seed": config["seed"]})
+def local_weights(path):
+    """A weight file as a job input; left out when planning without data (plan_only)."""
+    return {} if config["plan_only"] else {"weights": path}
 
 
-def fewshot_cfg(wildcards):
-    return as_json({"shots": int(wildcards.shots), "seed": int(wildcards.seed)})
+def pretrain_inputs(wildcards):
+    """Local weights (imported, no pre-training), else the pre-training datasets' splits."""
+    if config["model"]["weights"]:
+        return local_weights(config["model"]["weights"])
+    return train_splits("pretrain")(wildcards)
 
 
-def run_cfg(wildcards):
-    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
-    attack_params = resolved_params(config, "attack", wildcards.attack, wildcards.avar)
-    row = {"dataset": wildcards.dataset, "attack": wildcards.attack,
-           "defense": wildcards.defense, "shots": int(wildcards.shots),
-           "seed": int(wildcards.seed), "attack_variant": wildcards.avar,
-           "defense_variant": wildcards.dvar, "poison_rate": attack_params.get("poison_rate"),
-           **decode_variant(wildcards.avar), **decode_variant(wildcards.dvar)}
-    return as_json({"dataset": wildcards.dataset, "defense": wildcards.defense,
-                    "params": params, "run_seed": int(wildcards.seed), "row": row,
-                    "datasets": {n: config["datasets"][n] for n in
-                                 {wildcards.dataset, tune_dataset(wildcards)}},
-                    "eval_batch_size": config["eval_batch_size"]})
+def pretrain_split_args(wildcards):
+    return "" if config["model"]["weights"] else split_args("pretrain")
 
 
-def code_for(stage, kind=None):
-    def code(wildcards):
-        name = getattr(wildcards, kind) if kind else ""
-        return fingerprint(stage, *(method_files(kind, name) if kind else ()))
+def import_inputs(wildcards):
+    return local_weights(config["models"][wildcards.backbone]["weights"])
 
-    code.__name__ = f"code_{stage}"
-    return code
+
+def import_cfg(wildcards):
+    return as_json({"model": config["models"][wildcards.backbone], "pretrain": {},
+                    "seed": config["seed"]})
+
+
+# ---- cached image features (clipbd.features) ----
+
+
+def features_for(wildcards):
+    """The shared feature cache, for defenses that leave the image encoder alone."""
+    from clipbd import defenses
+
+    if not defenses.REGISTRY.get(wildcards.defense).frozen_image:
+        return []
+    return f"{R}/features/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/features.safetensors"
+
+
+def features_cfg(wildcards):
+    return as_json({"eval_batch_size": config["eval_batch_size"]})
+
+
+# ---- the papers' tables and figures (report.smk; PAPER = clipbd.report.plan.plan(RUNS)) ----
+
+
+def probe_poisoned(wildcards):
+    """The triggered test set a probe perturbs with: the run's own, or for the clean model
+    the probed attack's."""
+    return poisoned_test_for(wildcards) or PAPER.trigger
+
+
+def paper_item(wildcards):
+    return f"{wildcards.paper}/{wildcards.item}"
+
+
+def paper_caption(wildcards):
+    return clipbd_plan.CAPTIONS[paper_item(wildcards)]
+
+
+def probe_map(wildcards):
+    """label -> probe dump, for the figures drawn from probes (RVPT Figs. 1, 4, 5)."""
+    if paper_item(wildcards) not in clipbd_plan.PROBE_FIGURES:
+        return {}
+    return {label: f"{R}/probes/{run.key}/probe.safetensors" for label, run in PAPER.probes.items()}
+
+
+def paper_probes(wildcards):
+    return sorted(probe_map(wildcards).values())
+
+
+def paper_probe_args(wildcards):
+    return " ".join(f"{label}={path}" for label, path in probe_map(wildcards).items())
+
+
+def paper_table_input(wildcards):
+    """metrics.csv, for every item but those drawn from probes or deltas only (an edit that
+    changes metrics alone does not redraw them)."""
+    item = paper_item(wildcards)
+    if item == "rvpt/table9" or item in clipbd_plan.PROBE_FIGURES:
+        return []
+    return f"{R}/tables/metrics.csv"
+
+
+def paper_deltas(wildcards):
+    """The deltas (and their sidecars) RVPT Table 9 reads its compute figures from."""
+    return PAPER.deltas if paper_item(wildcards) == "rvpt/table9" else []
+
+
+def paper_items(wildcards):
+    tables = [f"{R}/paper/{t}.{ext}" for t in PAPER.tables for ext in ("csv", "md", "tex")]
+    return tables + [f"{R}/paper/{f}.{ext}" for f in PAPER.figures for ext in ("png", "pdf")]
+
+
+def paper_plan(wildcards):
+    galleries = [GALLERY[k].format(dataset=d) for d in attacked_datasets()
+                 for k in ("png", "perturbations_png")]
+    return as_json({"tables": PAPER.tables, "figures": PAPER.figures,
+                    "skipped": PAPER.skipped, "galleries": galleries})

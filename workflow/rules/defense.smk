@@ -17,8 +17,10 @@ rule defend:
     log:
         f"logs/defend/{RUN}.log",
     resources:
-        mem_mb=8000,
-        runtime=120,
+        gpu=1,
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(120),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd defend --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --model {input.model} --fewshot {input.fewshot} "

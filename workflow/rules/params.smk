@@ -1,0 +1,77 @@
+# Params and resources of each job: the resolved config a job sees (a change reruns exactly
+# its jobs), its code fingerprint, and what it asks of the machine or the cluster.
+
+
+# ---- params: the resolved config each job sees (a change reruns exactly its jobs) ----
+
+
+def dataset_cfg(wildcards):
+    return as_json({"name": wildcards.dataset, "dataset": config["datasets"][wildcards.dataset],
+                    "image_size": config["image_size"], "seed": config["seed"]})
+
+
+def pretrain_cfg(wildcards):
+    if config["model"]["weights"]:  # imported: nothing of pre-training matters
+        return as_json({"model": config["model"], "pretrain": {}, "seed": config["seed"]})
+    keys = ("model", "pretrain", "seed", "image_size")
+    used = {n: config["datasets"][n] for n in config["pretrain"]["datasets"]}
+    return as_json({**{k: config[k] for k in keys}, "datasets": used})
+
+
+def attack_cfg(wildcards):
+    params = resolved_params(config, "attack", wildcards.attack, wildcards.avar)
+    return as_json({"attack": wildcards.attack, "params": params, "seed": config["seed"],
+                    "image_size": config["image_size"], "target_dataset": wildcards.dataset,
+                    "backdoor": config["backdoor"],
+                    "datasets": {n: config["datasets"][n] for n in
+                                 set(config["backdoor"]["datasets"]) | {wildcards.dataset}}})
+
+
+def backdoor_cfg(wildcards):
+    return as_json({"backdoor": config["backdoor"], "seed": config["seed"]})
+
+
+def fewshot_cfg(wildcards):
+    return as_json({"shots": int(wildcards.shots), "seed": int(wildcards.seed)})
+
+
+def run_cfg(wildcards):
+    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
+    attack_params = resolved_params(config, "attack", wildcards.attack, wildcards.avar)
+    row = {"dataset": wildcards.dataset, "attack": wildcards.attack,
+           "defense": wildcards.defense, "shots": int(wildcards.shots),
+           "seed": int(wildcards.seed), "attack_variant": wildcards.avar,
+           "defense_variant": wildcards.dvar, "poison_rate": attack_params.get("poison_rate"),
+           **decode_variant(wildcards.avar), **decode_variant(wildcards.dvar)}
+    return as_json({"dataset": wildcards.dataset, "defense": wildcards.defense,
+                    "params": params, "run_seed": int(wildcards.seed), "row": row,
+                    "datasets": {n: config["datasets"][n] for n in
+                                 {wildcards.dataset, tune_dataset(wildcards)}},
+                    "eval_batch_size": config["eval_batch_size"]})
+
+
+def code_for(stage, kind=None):
+    def code(wildcards):
+        name = getattr(wildcards, kind) if kind else ""
+        return fingerprint(stage, *(method_files(kind, name) if kind else ()))
+
+    code.__name__ = f"code_{stage}"
+    return code
+
+
+# ---- resources (values for the paper grid; slurm/config.yaml adds partition/account) ----
+
+
+def by_attempt(base):
+    """A resource that grows with each retry: `base` on attempt 1, 2x on attempt 2, ..."""
+
+    def scaled(wildcards, attempt):
+        return base * attempt
+
+    scaled.__name__ = f"by_attempt_{base}"
+    return scaled
+
+
+def cpus_of(wildcards, threads):
+    """SLURM --cpus-per-task = the job's threads (after --max-threads / --set-threads)."""
+    return threads
