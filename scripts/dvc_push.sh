@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Version the artifacts of a finished run: record them in dvc.lock, push them to the DVC remote.
+# Run after the workflow, never inside a job (DVC locks the repository). Extra arguments go to
+# the snakemake check (e.g. --configfile my.yaml); DVC_REMOTE=name pushes to another remote.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/dvc ] && export PATH="$PWD/.venv/bin:$PATH"
+
+# Only a complete, up-to-date study is pushed: the lock then matches the code and config beside it.
+plan=$(snakemake --cores 1 --dry-run "$@" 2>&1) || { echo "$plan" >&2; exit 1; }
+if ! grep -q "Nothing to be done" <<<"$plan"; then
+  echo "[dvc_push] the workflow has jobs left; run it to completion first:" >&2
+  grep -A30 "^Job stats:" <<<"$plan" >&2 || echo "$plan" >&2
+  exit 1
+fi
+dvc commit --force --quiet study
+dvc push ${DVC_REMOTE:+--remote "$DVC_REMOTE"}
+echo "[dvc_push] pushed; now commit the lock with the code: git add dvc.lock && git commit"

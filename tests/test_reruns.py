@@ -1,0 +1,147 @@
+"""Partial re-runs: a code or hyperparameter edit plans exactly the jobs that depend on it.
+
+All edits are made in a fresh clone of a pushed tiny study after scripts/dvc_pull.sh
+(tests/dvc_util.py): its files have new mtimes and its Snakemake metadata comes from the pull
+script only, the hardest case. The clone's src/ is what its workflow imports and fingerprints.
+Jobs are 'rule:wildcards', e.g. 'defend:<dataset>/<attack>/<avar>/<defense>/<dvar>/<shots>/<seed>'.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import yaml
+
+from dvc_util import planned, pulled_study
+
+pytestmark = pytest.mark.integration
+
+# Rules of the chain up to the metrics; their jobs are listed exactly below. Everything after
+# them (tables, figures, probes, paper items) must be exactly the plan of forcing the changed jobs.
+CHAIN = {"prepare_data", "pretrain", "trigger", "learn_trigger", "poison", "poison_test",
+         "backdoor", "fewshot", "defend", "evaluate"}
+
+
+def attack_chain(attack, first="trigger"):
+    rules = (first, "poison", "poison_test", "backdoor")
+    return [f"{rule}:fmnist/{attack}/default" for rule in rules]
+
+
+def runs(rule, attack, *defenses):
+    return [f"{rule}:fmnist/{attack}/default/{d}/default/{0 if d == 'none' else 4}/0"
+            for d in defenses]
+
+
+def attack_outputs(attack, first="trigger"):
+    """Outputs of the jobs that run an attack's code: trigger (or learned trigger), poisoning."""
+    trig = "learned" if first == "learn_trigger" else "trigger"
+    return [f"results/triggers/fmnist/{attack}/default/{trig}.safetensors",
+            f"results/poisoned/fmnist/{attack}/default/train.safetensors",
+            f"results/poisoned/fmnist/{attack}/default/test.safetensors"]
+
+
+def run_outputs(attack, defense, *rules):
+    run = f"fmnist/{attack}/default/{defense}/default/shots~{0 if defense == 'none' else 4}/seed~0"
+    files = {"defend": f"results/defenses/{run}/delta.safetensors",
+             "evaluate": f"results/metrics/{run}/metrics.json"}
+    return [files[r] for r in rules]
+
+
+def assert_reruns(clone, jobs, chain, changed):
+    """`jobs` hold exactly `chain` in the chain's rules, and are exactly what forcing the
+    `changed` outputs (the jobs whose code or params the edit touched) plans downstream."""
+    assert sorted(j for j in jobs if j.split(":")[0] in CHAIN) == sorted(chain)
+    assert {"aggregate", "all"} <= set(jobs)
+    assert jobs == planned(clone, "--forcerun", *changed)
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    return pulled_study(tmp_path_factory).clone
+
+
+@contextmanager
+def appended(path, text="\n# an edit that changes the file's bytes\n"):
+    old = path.read_text()
+    path.write_text(old + text)
+    try:
+        yield
+    finally:
+        path.write_text(old)
+
+
+@contextmanager
+def config_edit(clone, section, name, key, value):
+    path = clone / "config" / "config.yaml"
+    old = path.read_text()
+    cfg = yaml.safe_load(old)
+    cfg[section][name][key] = value
+    path.write_text(yaml.safe_dump(cfg))
+    try:
+        yield
+    finally:
+        path.write_text(old)
+
+
+def test_fresh_clone_plans_nothing(clone):
+    assert planned(clone) == []
+
+
+BADNET = (attack_chain("badnet") + runs("defend", "badnet", "cbpt", "linear_probe", "rvpt")
+          + runs("evaluate", "badnet", "cbpt", "linear_probe", "none", "rvpt"))
+
+
+def test_editing_one_attack_file_reruns_that_attack_only(clone):
+    with appended(clone / "src" / "clipbd" / "attacks" / "badnet.py"):
+        jobs = planned(clone)
+    assert_reruns(clone, jobs, BADNET, attack_outputs("badnet"))
+    assert "gallery:fmnist" in jobs and not any("trojvqa" in j for j in jobs)
+
+
+def test_editing_a_helper_reruns_exactly_the_attacks_importing_it(clone):
+    # attacks/patch.py is imported by TrojVQA (and BadCLIP), not by BadNet
+    with appended(clone / "src" / "clipbd" / "attacks" / "patch.py"):
+        jobs = planned(clone)
+    assert_reruns(clone, jobs, attack_chain("trojvqa", first="learn_trigger")
+                  + runs("defend", "trojvqa", "cbpt", "rvpt")
+                  + runs("evaluate", "trojvqa", "cbpt", "none", "rvpt"),
+                  attack_outputs("trojvqa", first="learn_trigger"))
+
+
+def test_editing_one_defense_file_reruns_that_defense_only(clone):
+    with appended(clone / "src" / "clipbd" / "defenses" / "rvpt.py"):
+        jobs = planned(clone)
+    assert_reruns(clone, jobs, runs("defend", "badnet", "rvpt") + runs("defend", "trojvqa", "rvpt")
+                  + runs("evaluate", "badnet", "rvpt") + runs("evaluate", "trojvqa", "rvpt"),
+                  run_outputs("badnet", "rvpt", "defend", "evaluate")
+                  + run_outputs("trojvqa", "rvpt", "defend", "evaluate"))
+
+
+def test_editing_a_stage_module_reruns_that_stage(clone):
+    evaluated = {"clean": ("linear_probe", "none"), "trojvqa": ("cbpt", "none", "rvpt"),
+                 "badnet": ("cbpt", "linear_probe", "none", "rvpt")}
+    with appended(clone / "src" / "clipbd" / "metrics.py"):
+        jobs = planned(clone)
+    assert_reruns(clone, jobs, [j for a, ds in evaluated.items() for j in runs("evaluate", a, *ds)],
+                  [f for a, ds in evaluated.items() for d in ds
+                   for f in run_outputs(a, d, "evaluate")])
+
+
+def test_editing_an_attack_hyperparameter_reruns_its_jobs(clone):
+    # the trigger job has no input files: only its recorded params can tell it changed
+    with config_edit(clone, "attacks", "badnet", "patch_size", 4):
+        jobs = planned(clone)
+    assert_reruns(clone, jobs, BADNET, attack_outputs("badnet"))
+
+
+def test_editing_a_defense_hyperparameter_reruns_its_jobs(clone):
+    with config_edit(clone, "defenses", "cbpt", "epochs", 4):
+        jobs = planned(clone)
+    assert_reruns(clone, jobs, runs("defend", "badnet", "cbpt") + runs("defend", "trojvqa", "cbpt")
+                  + runs("evaluate", "badnet", "cbpt") + runs("evaluate", "trojvqa", "cbpt"),
+                  run_outputs("badnet", "cbpt", "defend", "evaluate")
+                  + run_outputs("trojvqa", "cbpt", "defend", "evaluate"))
+
+
+def test_undoing_the_edits_plans_nothing(clone):
+    assert planned(clone) == []
