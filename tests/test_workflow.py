@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -70,8 +71,12 @@ def test_nothing_left_to_do(study):
 
 def test_sidecars_match_artifacts(study):
     arts = sorted((study / "results").rglob("*.safetensors"))
-    # 2x2 splits, clean model, per attack (trigger, 2 poisoned sets, model), 6 deltas
-    assert len(arts) == 4 + 1 + 2 * 4 + 6
+    kinds = Counter(a.relative_to(study / "results").parts[0] for a in arts)
+    # 2x2 splits, clean + 2 backdoored models, 2 triggers, 2x2 poisoned sets, 6 deltas,
+    # feature caches of the clean model and of both backdoored ones
+    assert {k: kinds[k] for k in ("data", "models", "triggers", "poisoned", "defenses",
+                                  "features")} == {"data": 4, "models": 3, "triggers": 2,
+                                                   "poisoned": 4, "defenses": 6, "features": 3}
     assert (study / "results/triggers/fmnist/trojvqa/default/learned.safetensors").is_file()
     for art in arts:
         side = read_json(str(art) + ".json")
@@ -81,6 +86,15 @@ def test_sidecars_match_artifacts(study):
             assert digest == sha256_file(study / path), (art, path)
     poisoned = read_json(study / "results/poisoned/fmnist/badnet/default/train.safetensors.json")
     assert poisoned["n_poisoned"] == 300  # 5% of 6000
+
+
+def test_text_side_evaluations_read_the_shared_feature_cache(study):
+    feats = "results/features/fmnist/badnet/default/features.safetensors"
+    for defense, cached in (("none", True), ("linear_probe", True), ("cbpt", True),
+                            ("rvpt", False)):
+        m = read_json(study / f"results/metrics/fmnist/badnet/default/{defense}/default/"
+                              "shots~4/seed~0/metrics.json")
+        assert (feats in m["provenance"]["inputs"]) == cached, defense
 
 
 def test_figure_and_markdown(study):
@@ -101,8 +115,11 @@ def test_hyperparameter_edit_reruns_exactly_its_jobs(study):
     cfg["defenses"]["linear_probe"]["epochs"] = 11
     (study / "config.yaml").write_text(yaml.safe_dump(cfg))
     try:
+        # + the paper tables: 5 from metrics.csv, RVPT Table 9 from the deltas (not the
+        # probes and their figures: linear probes are not probed)
         assert planned_jobs(study) == {"defend": 2, "evaluate": 2, "aggregate": 1,
-                                       "figure": 1, "all": 1}
+                                       "figure": 1, "paper_table": 6, "paper_captions": 1,
+                                       "all": 1}
     finally:
         cfg["defenses"]["linear_probe"]["epochs"] = 10
         (study / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -116,8 +133,10 @@ def test_tuning_on_another_dataset_without_the_target_class_is_planned(study):
                                               "without_target_class": [True]}}
     (study / "extra.yaml").write_text(yaml.safe_dump({**cfg, "grid": cfg["grid"] + [extra]}))
     # RVPT's prompts transfer (a new few-shot draw on shapes); CBPT's class-wise prompts do not
+    # the paper tables from metrics.csv rerun, and RVPT Tables 4-6 join them
     assert planned_jobs(study, "--configfile", str(study / "extra.yaml")) == {
-        "fewshot": 1, "defend": 1, "evaluate": 1, "aggregate": 1, "figure": 1, "all": 1}
+        "fewshot": 1, "defend": 1, "evaluate": 1, "aggregate": 1, "figure": 1,
+        "paper_table": 5 + 3, "paper_captions": 1, "all": 1}
     res = snakemake(study, "-n", "--configfile", str(study / "extra.yaml"))
     run = "rvpt/tune_dataset~shapes,without_target_class~true/shots~4/seed~0"
     assert "results/data/shapes/fewshot/shots~4/seed~0.json" in res.stdout

@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
 import torch
 
-from clipbd import attacks, defenses
+from clipbd import attacks, defenses, features
 from clipbd.artifacts import (load_tensors, read_json, save_tensors, sha256_file, write_json,
                               write_sidecar)
-from clipbd.data import dataset_classes, fashion_mnist, fewshot, synthetic
+from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_split, synthetic
 from clipbd.data.captions import fixed, templated
 from clipbd.data.store import load_split, manifest, save_split
 from clipbd.evaluate import logits
@@ -18,7 +19,7 @@ from clipbd.metrics import attack_success, backdoor_metrics
 from clipbd.models import clip
 from clipbd.poison import apply_in_batches, poison_corpus
 from clipbd.train import contrastive
-from clipbd.train.state import TrainState
+from clipbd.train.state import TrainState, resumable
 
 log = logging.getLogger("clipbd")
 
@@ -44,6 +45,9 @@ def prepare(cfg, out_train, out_test, code):
             fashion_mnist.check_root(ds["path"], f"datasets.{cfg['name']}.path")
             data = fashion_mnist.load(ds["path"], split, size, limit=cap)
             raw = fashion_mnist.raw_files(ds["path"])
+        elif ds["kind"] in FILE_KINDS:  # image folders, caption CSVs (clipbd.data)
+            data = read_split(cfg["name"], ds, split, size, seed)
+            raw = [f for f in (ds.get("classnames"), ds["path"]) if f and Path(f).is_file()]
         else:
             data, raw = synthetic.generate(cap, size, seed, split), []
         save_split(out, data)
@@ -130,7 +134,7 @@ def backdoor(cfg, clean_path, poisoned_path, out, code):
     b = cfg["backdoor"]
     model, arch = clip.load_checkpoint(clean_path)
     data = fixed(load_split(poisoned_path), clip.tokenizer(arch))
-    state = TrainState(out, _config_hash(cfg))
+    state = TrainState(out, _config_hash([cfg, sha256_file(clean_path), sha256_file(poisoned_path)]))
     torch.manual_seed(cfg["seed"])
     losses = contrastive.train(model, data, steps=b["steps"], batch_size=b["batch_size"],
                                lr=b["lr"], weight_decay=b["weight_decay"], warmup=b["warmup"],
@@ -176,12 +180,16 @@ def defend(cfg, model_path, fewshot_path, train_path, out, code):
     train = load_split(train_path)
     sub = tuning_set(cfg, train, read_json(fewshot_path)["indices"])
     ctx = _context(cfg, model, arch, cfg["params"].get("tune_dataset"), train)
-    delta = defense.fit(ctx, sub)
-    save_tensors(out, delta, {"defense": cfg["defense"]})
-    _sidecar(out, "defend", cfg, [model_path, fewshot_path, train_path], code, cfg["run_seed"], t0)
+    inputs = [model_path, fewshot_path, train_path]
+    with resumable(out, _config_hash([cfg, *map(sha256_file, inputs)])):  # killed: resume
+        delta = defense.fit(ctx, sub)
+        save_tensors(out, delta, {"defense": cfg["defense"]})
+        _sidecar(out, "defend", cfg, inputs, code, cfg["run_seed"], t0)
 
 
-def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code):
+def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code, features_path=""):
+    """Metrics of model + delta; from cached image features when the defense leaves the
+    image encoder alone (`features_path`, see clipbd.features), else by encoding the images."""
     t0 = time.time()
     model, arch = clip.load_checkpoint(model_path)
     ctx = _context(cfg, model, arch)
@@ -190,22 +198,33 @@ def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code):
     test = load_split(test_path)
     bs = cfg["eval_batch_size"]
     target = test.classes.index(cfg["datasets"][cfg["dataset"]]["target"])
-    clean_logits = logits(defense.classifier(ctx, delta), test.images, bs)
+    cached = features.load(features_path) if features_path and defense.frozen_image else None
+    trig = load_tensors(poisoned_path) if poisoned_path else None
+    images = {features.CLEAN: test.images, features.TRIGGERED: trig and trig[0]["images"]}
+
+    def scores(prefix, which):
+        clf = defense.classifier(ctx, delta, prefix)
+        if cached is not None:
+            return features.head_logits(clf, cached[which], bs)
+        return logits(clf, images[which], bs)
+
+    clean_logits = scores("", features.CLEAN)
     trig_logits, keys = None, {}
-    if poisoned_path:
-        trig, meta = load_tensors(poisoned_path)
-        prefix = meta.get("text_prefix", "")
-        trig_logits = logits(defense.classifier(ctx, delta, prefix), trig["images"], bs)
+    if trig:
+        prefix = trig[1].get("text_prefix", "")
+        trig_logits = scores(prefix, features.TRIGGERED)
         if prefix:  # dual key: each key alone must not trigger
-            keys = {"asr_image_key": attack_success(logits(defense.classifier(ctx, delta),
-                                                           trig["images"], bs), test.labels, target),
-                    "asr_text_key": attack_success(logits(defense.classifier(ctx, delta, prefix),
-                                                          test.images, bs), test.labels, target)}
+            keys = {"asr_image_key": attack_success(scores("", features.TRIGGERED),
+                                                    test.labels, target),
+                    "asr_text_key": attack_success(scores(prefix, features.CLEAN),
+                                                   test.labels, target)}
     result = {**cfg["row"], **backdoor_metrics(clean_logits, test.labels, trig_logits, target),
               **keys, "n_test": len(test), "target": cfg["datasets"][cfg["dataset"]]["target"]}
-    inputs = [model_path, delta_path, test_path, poisoned_path]
+    inputs = [model_path, delta_path, test_path, poisoned_path,
+              features_path if cached is not None else ""]
     write_json(out, {"metrics": result, "provenance": {
         "step": "evaluate", "config": cfg, "code": code,
         "inputs": {p: sha256_file(p) for p in inputs if p},
         "wall_time_s": round(time.time() - t0, 3)}})
+    _sidecar(out, "evaluate", cfg, inputs, code, cfg["run_seed"], t0)  # its own hash, for audit
     log.info("metrics %s", {k: result[k] for k in ("ca", "asr", "asr_all", "pa")})

@@ -7,6 +7,7 @@ rule evaluate:
         delta=delta_for,
         test=f"{R}/data/{{dataset}}/test.safetensors",
         poisoned=poisoned_test_for,
+        features=features_for,
     output:
         f"{R}/metrics/{RUN}/metrics.json",
     params:
@@ -17,10 +18,43 @@ rule evaluate:
         ENV
     log:
         f"logs/evaluate/{RUN}.log",
+    group:
+        "evaluate"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        gpu=1,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd evaluate --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --model {input.model} --delta={input.delta} "
-        "--test {input.test} --poisoned={input.poisoned} --out {output} 2> {log}"
+        "--test {input.test} --poisoned={input.poisoned} --features={input.features} "
+        "--out {output} 2> {log}"
+
+
+# The image features of a model on its clean and triggered test set, encoded once and read by
+# every defense that leaves the image encoder alone (none, CoOp, CBPT, linear probe).
+rule features:
+    input:
+        model=model_for,
+        test=f"{R}/data/{{dataset}}/test.safetensors",
+        poisoned=poisoned_test_for,
+    output:
+        f"{R}/features/{{dataset}}/{{attack}}/{{avar}}/features.safetensors",
+    params:
+        cfg=features_cfg,
+        code=code_for("features"),
+    threads: 2
+    conda:
+        ENV
+    log:
+        "logs/features/{dataset}/{attack}/{avar}.log",
+    resources:
+        gpu=1,
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(30),
+        cpus_per_task=cpus_of,
+    shell:
+        "python -m clipbd features --cfg {params.cfg:q} --code {params.code} "
+        "--threads {threads} --model {input.model} --test {input.test} "
+        "--poisoned={input.poisoned} --out {output} 2> {log}"

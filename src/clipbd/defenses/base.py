@@ -31,6 +31,7 @@ class Defense:
     name: str = ""
     trains: bool = True  # False: nothing to fit (no `defend` job)
     transfers: bool = False  # True: the delta does not depend on the classes (tune on A, test on B)
+    frozen_image: bool = False  # True: the image encoder is untouched (evaluate from cached features)
 
     def __init__(self, cfg: dict):
         self.cfg = cfg

@@ -72,6 +72,7 @@ def tune(prompt: TextPrompt, n: int, batch_loss: Callable[[torch.Tensor], torch.
 
 @register("coop")
 class CoOp(Defense):
+    frozen_image = True  # text side only: evaluated from cached image features
     def prompt(self, ctx, generator=None, context=None) -> TextPrompt:
         if context is not None:
             return TextPrompt(ctx.model, ctx.tokenizer, ctx.classes, context.shape[-2],

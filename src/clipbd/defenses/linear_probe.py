@@ -16,6 +16,7 @@ from clipbd.models.zeroshot import Classifier
 
 @register("linear_probe")
 class LinearProbe(Defense):
+    frozen_image = True  # a head on the frozen encoder: evaluated from cached image features
     def _head(self, dim: int, n_classes: int) -> torch.nn.Linear:
         return torch.nn.Linear(dim, n_classes)
 

@@ -7,6 +7,7 @@ from clipbd.models.zeroshot import Classifier
 @register("none")
 class NoDefense(Defense):
     trains = False
+    frozen_image = True
 
     def fit(self, ctx, fewshot):
         return {}
