@@ -37,7 +37,11 @@ VERBS = {
                [("--model", {}), ("--fewshot", {}), ("--train", {}), ("--out", {})]),
     "evaluate": ("Metrics (CA, ASR, ASR_all, PA) of a model + defense delta.",
                  [("--model", {}), ("--delta", {"default": ""}), ("--test", {}),
-                  ("--poisoned", {"default": ""}), ("--out", {})]),
+                  ("--poisoned", {"default": ""}), ("--features", {"default": ""}),
+                  ("--out", {})]),
+    "features": ("Encode a model's clean and triggered test images once (shared cache).",
+                 [("--model", {}), ("--test", {}), ("--poisoned", {"default": ""}),
+                  ("--out", {})]),
     "aggregate": ("Collect metrics JSON files into the tidy table.",
                   [("--out", {}), ("metrics", {"nargs": "*"})]),
     "figure": ("Overview figure (PNG+PDF) and Markdown table from the tidy table.",
@@ -46,7 +50,56 @@ VERBS = {
                 [("--test", {}), ("--triggered", {"nargs": "*", "default": []}),
                  ("--seed", {"type": int, "default": 0}), ("--png", {}), ("--pdf", {}),
                  ("--perturbations-png", {}), ("--perturbations-pdf", {})]),
+    "audit": ("Audit the provenance chain of every final table.",  # exit 1: modified/missing
+              [("--root", {"default": "."}),
+               ("--configfile", {"default": "", "help": "current config (default: the "
+                                 "embedded config/config.yaml of the root; --cfg: resolved JSON)"}),
+               ("--out-dir", {"default": "results/audit"})]),
+    "probe": ("Per-layer resistivity, features, attention of a model (RVPT Figs. 1, 4, 5).",
+              [("--model", {}), ("--delta", {"default": ""}), ("--test", {}),
+               ("--poisoned", {}), ("--n", {"type": int, "default": 200}), ("--out", {})]),
+    "paper": ("Build one paper table (CSV+MD+LaTeX) or figure (PNG+PDF) from the tidy table.",
+              [("--item", {}), ("--table", {"default": ""}),
+               ("--probe", {"nargs": "*", "default": []}),
+               ("--deltas", {"nargs": "*", "default": []}), ("--prefix", {})]),
+    "paper-captions": ("Write the caption file: every paper item built and every one skipped.",
+                       [("--plan", {}), ("--out", {})]),
 }
+
+# Arguments naming a job's outputs: written via `artifacts.job_outputs` (published complete or not at all).
+OUTPUT_ARGS = ("out", "out_train", "out_test", "png", "pdf", "markdown", "perturbations_png",
+               "perturbations_pdf")
+
+
+def _audit(args) -> int:
+    from pathlib import Path
+
+    from clipbd import audit, config
+
+    if args.cfg.strip() not in ("", "{}"):
+        current = json.loads(args.cfg)
+    else:
+        path = args.configfile or Path(args.root) / "config" / "config.yaml"
+        current = config.load(path) if Path(path).is_file() else None
+    return audit.main(args.root, current, args.out_dir)
+
+
+def _job(args):
+    """Enter `job_outputs` for this verb's outputs; returns the function that publishes them."""
+    from clipbd.artifacts import job_outputs
+
+    ctx = job_outputs([getattr(args, a, None) or "" for a in OUTPUT_ARGS])
+    ctx.__enter__()
+    return lambda: ctx.__exit__(None, None, None)
+
+
+def _sidecars(args, outs, step, inputs, t0) -> None:
+    """Provenance of the tables and figures (what `audit` starts from)."""
+    from clipbd.artifacts import write_sidecar
+
+    for out in outs:
+        write_sidecar(out, step=step, config={}, inputs=inputs, code=args.code, seed=None,
+                      started=t0)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verb == "audit":
+        return _audit(args)
+    import time
+
     import torch
 
     from clipbd import steps
@@ -77,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = json.loads(args.cfg)
     v = args.verb
+    t0, publish = time.time(), _job(args)
     if v == "prepare":
         steps.prepare(cfg, args.out_train, args.out_test, args.code)
     elif v == "pretrain":
@@ -96,15 +154,22 @@ def main(argv: list[str] | None = None) -> int:
     elif v == "defend":
         steps.defend(cfg, args.model, args.fewshot, args.train, args.out, args.code)
     elif v == "evaluate":
-        steps.evaluate(cfg, args.model, args.delta, args.test, args.poisoned, args.out, args.code)
+        steps.evaluate(cfg, args.model, args.delta, args.test, args.poisoned, args.out, args.code,
+                       args.features)
+    elif v == "features":
+        from clipbd import features
+
+        features.write(cfg, args.model, args.test, args.poisoned, args.out, args.code)
     elif v == "aggregate":
         aggregate.write_csv(aggregate.table(args.metrics), args.out)
+        _sidecars(args, [args.out], "aggregate", args.metrics, t0)
     elif v == "figure":
         import pandas as pd
 
         df = pd.read_csv(args.table)
         figures.overview(df, args.png, args.pdf)
         figures.write_markdown(df, args.markdown)
+        _sidecars(args, [args.png, args.pdf, args.markdown], "figure", [args.table], t0)
     elif v == "gallery":
         from clipbd.data.store import load_split
         from clipbd.report import gallery
@@ -113,4 +178,34 @@ def main(argv: list[str] | None = None) -> int:
         triggered = {name: load_split(path) for name, path in _kv(args.triggered).items()}
         gallery.triggers(test, triggered, args.png, args.pdf)
         gallery.perturbations(test, args.perturbations_png, args.perturbations_pdf, args.seed)
+        _sidecars(args, [args.png, args.pdf, args.perturbations_png, args.perturbations_pdf],
+                  "gallery", [args.test, *_kv(args.triggered).values()], t0)
+    elif v in ("probe", "paper", "paper-captions"):
+        _report(args, cfg, t0)
+    publish()
     return 0
+
+
+def _report(args, cfg: dict, t0: float) -> None:
+    """The paper verbs (clipbd.report.plan, clipbd.report.probe)."""
+    import pandas as pd
+
+    if args.verb == "probe":
+        from clipbd.report.probe import probe
+
+        probe(cfg, args.model, args.delta, args.test, args.poisoned, args.out, args.code, args.n)
+        return
+    from clipbd.artifacts import atomic_path
+    from clipbd.report import plan
+
+    if args.verb == "paper":
+        probes = _kv(args.probe)
+        df = pd.read_csv(args.table) if args.table else None
+        outs = plan.make(args.item, df, args.prefix, probes, args.deltas)
+        inputs = [p for p in (args.table, *probes.values(), *args.deltas) if p]
+        _sidecars(args, outs, "paper", inputs, t0)
+        return
+    spec = json.loads(args.plan)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(plan.captions(spec["tables"], spec["figures"], spec["skipped"],
+                                     spec["galleries"]))

@@ -12,19 +12,22 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent
 
-# What every job runs. Left out on purpose: cli.py (argument parsing), config.py (validation
-# before any job), and the registries' __init__ files (their MODULES list grows with every
+# What every job runs. Left out on purpose: cli.py (argument parsing), config.py and
+# config_checks.py (validation before any job), audit/ (its rule has no outputs and always
+# runs), and the registries' __init__ files (their MODULES list grows with every
 # new attack/defense, which must not rerun the others' jobs).
 CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py", "steps.py",
         "data/__init__.py", "data/store.py")
-NOT_IN_JOBS = ("cli.py", "config.py", "fingerprint.py", "grid.py", "__main__.py",
+NOT_IN_JOBS = ("cli.py", "config.py", "config_checks.py", "fingerprint.py", "grid.py",
+               "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
                "attacks/__init__.py", "defenses/__init__.py", "report/__init__.py",
                "train/__init__.py")
 MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",
           "models/configs/clipbd-tiny-vit.json")
 TRAIN = ("train/contrastive.py", "train/schedule.py", "train/state.py")
 STAGES: dict[str, tuple[str, ...]] = {
-    "prepare": ("data/fashion_mnist.py", "data/synthetic.py"),
+    "prepare": ("data/fashion_mnist.py", "data/synthetic.py", "data/image_folder.py",
+                "data/caption_csv.py"),
     "pretrain": MODELS + TRAIN + ("data/captions.py",),
     "trigger": ("attacks/base.py",),
     "learn_trigger": MODELS + ("attacks/base.py",),
@@ -32,10 +35,14 @@ STAGES: dict[str, tuple[str, ...]] = {
     "backdoor": MODELS + TRAIN,
     "fewshot": ("data/fewshot.py",),
     "defend": MODELS + ("defenses/base.py",),
-    "evaluate": MODELS + ("defenses/base.py", "metrics.py", "evaluate.py"),
+    "evaluate": MODELS + ("defenses/base.py", "metrics.py", "evaluate.py", "features.py"),
+    "features": MODELS + ("features.py",),
     "aggregate": ("report/aggregate.py",),
     "figure": ("report/figures.py",),
     "gallery": ("report/gallery.py",),
+    "probe": MODELS + ("models/visual_prompt.py", "report/gallery.py", "report/probe.py"),
+    "paper": ("report/paper.py", "report/plan.py", "report/tables.py", "report/curves.py",
+              "report/probe_figures.py", "report/tsne.py", "report/compute.py"),
 }
 
 

@@ -24,6 +24,12 @@ rule aggregate:
         ENV
     log:
         "logs/aggregate.log",
+    group:
+        "report"
+    resources:
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd aggregate --code {params.code} --out {output} {input} 2> {log}"
 
@@ -32,13 +38,21 @@ rule figure:
     input:
         f"{R}/tables/metrics.csv",
     output:
-        **FIGURES,
+        png=report(FIGURES["png"], caption="../report/overview.rst", category="overview"),
+        pdf=FIGURES["pdf"],
+        markdown=FIGURES["markdown"],
     params:
         code=code_for("figure"),
     conda:
         ENV
     log:
         "logs/figure.log",
+    group:
+        "report"
+    resources:
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd figure --code {params.code} --table {input} --png {output.png} "
         "--pdf {output.pdf} --markdown {output.markdown} 2> {log}"
@@ -49,7 +63,13 @@ rule gallery:
         unpack(gallery_inputs),
         test=f"{R}/data/{{dataset}}/test.safetensors",
     output:
-        **GALLERY,
+        png=report(GALLERY["png"], caption="../report/triggers.rst", category="rvpt",
+                   subcategory="figures"),
+        pdf=GALLERY["pdf"],
+        perturbations_png=report(GALLERY["perturbations_png"],
+                                 caption="../report/perturbations.rst", category="rvpt",
+                                 subcategory="figures"),
+        perturbations_pdf=GALLERY["perturbations_pdf"],
     params:
         code=code_for("gallery"),
         triggered=gallery_args,
@@ -58,8 +78,134 @@ rule gallery:
         ENV
     log:
         "logs/gallery/{dataset}.log",
+    group:
+        "report"
+    resources:
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
+        cpus_per_task=cpus_of,
     shell:
         "python -m clipbd gallery --code {params.code} --test {input.test} "
         "--triggered {params.triggered} --seed {params.seed} --png {output.png} "
         "--pdf {output.pdf} --perturbations-png {output.perturbations_png} "
         "--perturbations-pdf {output.perturbations_pdf} 2> {log}"
+
+
+# ---- the papers' tables and figures (clipbd.report.plan; workflow/report/ holds the captions) ----
+# Which items the grid covers is decided here, at parse time; the rest are listed with the
+# reason (and the grid block that adds them) in results/paper/captions.md.
+from clipbd.report import plan as clipbd_plan
+
+PAPER = clipbd_plan.plan(RUNS)
+
+
+report: "../report/workflow.rst"
+
+
+wildcard_constraints:
+    paper="rvpt|cbpt|fst",
+    item="[a-z0-9]+",
+
+
+rule probe:
+    input:
+        model=model_for,
+        delta=delta_for,
+        test=f"{R}/data/{{dataset}}/test.safetensors",
+        poisoned=probe_poisoned,
+    output:
+        f"{R}/probes/{RUN}/probe.safetensors",
+    params:
+        cfg=run_cfg,
+        code=code_for("probe"),
+    conda:
+        ENV
+    log:
+        f"logs/probe/{RUN}.log",
+    group:
+        "report"
+    resources:
+        mem_mb=by_attempt(4000),
+        runtime=by_attempt(10),
+        cpus_per_task=cpus_of,
+    shell:
+        "python -m clipbd probe --cfg {params.cfg:q} --code {params.code} --model {input.model} "
+        "--delta={input.delta} --test {input.test} --poisoned {input.poisoned} --out {output} "
+        "2> {log}"
+
+
+rule paper_table:
+    input:
+        table=paper_table_input,
+        deltas=paper_deltas,
+    output:
+        csv=report(f"{R}/paper/{{paper}}/{{item}}.csv", caption="../report/paper.rst",
+                   category="{paper}", subcategory="tables"),
+        md=f"{R}/paper/{{paper}}/{{item}}.md",
+        tex=f"{R}/paper/{{paper}}/{{item}}.tex",
+    params:
+        caption=paper_caption,
+        code=code_for("paper"),
+    conda:
+        ENV
+    log:
+        "logs/paper/{paper}_{item}.log",
+    group:
+        "report"
+    resources:
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
+        cpus_per_task=cpus_of,
+    shell:
+        "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
+        "--table={input.table} --deltas {input.deltas} "
+        f"--prefix {R}/paper/{{wildcards.paper}}/{{wildcards.item}} 2> {{log}}"
+
+
+rule paper_figure:
+    input:
+        table=paper_table_input,
+        probes=paper_probes,
+    output:
+        png=report(f"{R}/paper/{{paper}}/{{item}}.png", caption="../report/paper.rst",
+                   category="{paper}", subcategory="figures"),
+        pdf=f"{R}/paper/{{paper}}/{{item}}.pdf",
+    params:
+        caption=paper_caption,
+        probes=paper_probe_args,
+        code=code_for("paper"),
+    conda:
+        ENV
+    log:
+        "logs/paper/{paper}_{item}.log",
+    group:
+        "report"
+    resources:
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
+        cpus_per_task=cpus_of,
+    shell:
+        "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
+        "--table={input.table} --probe {params.probes} "
+        f"--prefix {R}/paper/{{wildcards.paper}}/{{wildcards.item}} 2> {{log}}"
+
+
+rule paper_captions:
+    input:
+        paper_items,
+    output:
+        report(f"{R}/paper/captions.md", caption="../report/captions.rst", category="overview"),
+    params:
+        plan=paper_plan,
+    conda:
+        ENV
+    log:
+        "logs/paper/captions.log",
+    group:
+        "report"
+    resources:
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(5),
+        cpus_per_task=cpus_of,
+    shell:
+        "python -m clipbd paper-captions --plan {params.plan:q} --out {output} 2> {log}"
