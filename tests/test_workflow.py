@@ -92,8 +92,9 @@ def test_text_side_evaluations_read_the_shared_feature_cache(study):
     feats = "results/features/fmnist/badnet/default/features.safetensors"
     for defense, cached in (("none", True), ("linear_probe", True), ("cbpt", True),
                             ("rvpt", False)):
+        shots = 0 if defense == "none" else 4  # no defense: nothing tuned, shots~0
         m = read_json(study / f"results/metrics/fmnist/badnet/default/{defense}/default/"
-                              "shots~4/seed~0/metrics.json")
+                              f"shots~{shots}/seed~0/metrics.json")
         assert (feats in m["provenance"]["inputs"]) == cached, defense
 
 
@@ -105,9 +106,9 @@ def test_figure_and_markdown(study):
     assert md.count("\n| fmnist |") == 9
     assert "| defense | badnet | trojvqa | average |" in md
     gallery = study / "results" / "figures" / "gallery"
-    assert sorted(p.name for p in gallery.iterdir()) == [
-        "fmnist_perturbations.pdf", "fmnist_perturbations.png",
-        "fmnist_triggers.pdf", "fmnist_triggers.png"]
+    figs = ["fmnist_perturbations.pdf", "fmnist_perturbations.png",
+            "fmnist_triggers.pdf", "fmnist_triggers.png"]
+    assert sorted(p.name for p in gallery.iterdir()) == sorted(figs + [f + ".json" for f in figs])
 
 
 def test_hyperparameter_edit_reruns_exactly_its_jobs(study):

@@ -3,15 +3,13 @@
 # when an artifact is modified or missing (python -m clipbd audit --help).
 
 
-def audit_cfg(wildcards):
-    return as_json(config)
-
-
 rule audit:
     localrule: True
     params:
         cfg=audit_cfg,
         code=code_for("aggregate"),
+    conda:
+        ENV
     log:
         "logs/audit.log",
     shell:

@@ -160,7 +160,9 @@ def backdoor_source(dataset):
 def clean_model(dataset):
     """The clean CLIP of `dataset`'s backbone: the top-level `model`, or one of `models`."""
     name = backbone(config, dataset)
-    return f"{R}/models/clean/{name + '/' if name else ''}model.safetensors"
+    if name:
+        return f"{R}/models/clean/{name}/model.safetensors"
+    return f"{R}/models/clean/model.safetensors"
 
 
 def backdoor_clean_model(wildcards):

@@ -50,6 +50,10 @@ def run_cfg(wildcards):
                     "eval_batch_size": config["eval_batch_size"]})
 
 
+def audit_cfg(wildcards):
+    return as_json(config)
+
+
 def code_for(stage, kind=None):
     def code(wildcards):
         name = getattr(wildcards, kind) if kind else ""
