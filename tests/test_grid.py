@@ -33,14 +33,27 @@ def _tuples(runs):
     return sorted((r.attack, r.defense, r.shots, r.seed) for r in runs)
 
 
-def test_embedded_grid_is_every_attack_by_every_defense():
+FULL = yaml.safe_load((ROOT / "config" / "full.yaml").read_text())
+ATTACKS = {"badnet", "blended", "sig", "wanet", "ssba", "trojvqa", "badclip"}
+
+
+def test_default_grid_is_every_attack_against_the_prompt_defenses():
     runs = grid.expand(config.resolve(copy.deepcopy(RAW)))
+    # 7 attacks x {none, cbpt, rvpt} + the clean model without defense
+    assert len(runs) == 7 * 3 + 1
+    assert {(r.attack, r.defense) for r in runs} == (
+        {(a, d) for a in ATTACKS for d in ("none", "cbpt", "rvpt")} | {("clean", "none")})
+    assert {r.shots for r in runs if r.defense != "none"} == {16}
+
+
+def test_full_grid_is_every_attack_by_every_defense():
+    runs = grid.expand(config.resolve({**copy.deepcopy(RAW), **copy.deepcopy(FULL)}))
     # 8 models (clean + 7 attacks) x 9 defenses, less TrojVQA x {linear probe, FST}
     assert len(runs) == 8 * 9 - 2
-    assert {r.attack for r in runs} == {"clean", "badnet", "blended", "sig", "wanet", "ssba",
-                                        "trojvqa", "badclip"}
+    assert {r.attack for r in runs} == ATTACKS | {"clean"}
     assert ("trojvqa", "linear_probe") not in {(r.attack, r.defense) for r in runs}
     assert {r.shots for r in runs if r.defense != "none"} == {16}
+    assert set(FULL) == {"grid"}  # layered on the default: the same models, data and settings
 
 
 def test_small_grid_has_four_runs(cfg):

@@ -62,7 +62,9 @@ def test_filters_match_csv_read_booleans_and_any():
 
 
 def _embedded_runs(extra_blocks=()):
+    """The runs of the embedded study with every baseline (config.yaml + full.yaml)."""
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["grid"] = yaml.safe_load((ROOT / "config" / "full.yaml").read_text())["grid"]
     cfg["grid"] += list(extra_blocks)
     return grid.expand(resolve(cfg))
 
@@ -86,6 +88,17 @@ def test_plan_of_the_embedded_study():
                               "RVPT Table 11", "rvpt/fig3", "cbpt/shots", "fst/alpha"}
     assert "defenses: [rvpt], defense_params: {alpha: [0.5, 1, 2, 4]}" in p.skipped["rvpt/fig3"]
     assert "without_target_class=True" in p.skipped["RVPT Table 4"]
+
+
+def test_plan_of_the_default_study():
+    """The ten-minute default grid still covers every table and figure the full one does."""
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    p = plan.plan(grid.expand(resolve(cfg)))
+    full = plan.plan(_embedded_runs())
+    assert p.tables == full.tables and p.figures == full.figures
+    assert set(p.skipped) == set(full.skipped)
+    assert len(p.deltas) == 14  # CBPT and RVPT on the seven backdoored models
+    assert set(p.probes) == {"backdoored", "clean-trained", "RVPT"}  # no VPT run to probe
 
 
 def test_grid_blocks_named_in_the_reasons_add_the_items():

@@ -190,6 +190,12 @@ def _hold() -> None:
         time.sleep(float(os.environ[HOLD_ENV]))
 
 
+def _accelerator() -> dict:
+    from clipbd import accel  # imports torch.cuda state only when a sidecar is written
+
+    return accel.describe()
+
+
 def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: list[str],
                   code: str, seed: int | None, started: float, extra: dict | None = None) -> dict:
     """Provenance of one artifact, written next to it as `<artifact>.json`.
@@ -210,6 +216,7 @@ def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: li
         "packages": package_versions(),
         "wall_time_s": round(time.time() - started, 3),
         "host": platform.node(),
+        "accelerator": _accelerator(),
     }
     if extra:
         info.update(extra)

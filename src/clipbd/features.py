@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from clipbd import accel
 from clipbd.artifacts import load_tensors, save_tensors, write_sidecar
 from clipbd.data.store import load_split, to_float
 from clipbd.models import clip
@@ -24,15 +25,30 @@ CLEAN, TRIGGERED = "clean", "triggered"
 def encode(model: torch.nn.Module, images_u8: torch.Tensor, batch: int) -> torch.Tensor:
     """[N, D] image features, in the batches `evaluate` uses (so results match bit for bit)."""
     enc = Classifier(model, torch.nn.Identity()).eval()
-    return torch.cat([enc.features(to_float(images_u8[i:i + batch]))
-                      for i in range(0, len(images_u8), batch)])
+    return batched(enc, images_u8, batch, enc.features)
+
+
+@torch.no_grad()
+def batched(module: torch.nn.Module, images_u8: torch.Tensor, batch: int,
+            fn=None) -> torch.Tensor:
+    """`fn` (default: the module itself) over batches of uint8 images, as floats in [0,1] on
+    the module's device; returns float32 on the CPU whatever the device and autocast."""
+    dev = accel.device_of(module)
+    run = accel.compiled(fn or module)
+    out = []
+    for i in range(0, len(images_u8), batch):
+        with accel.autocast(dev):
+            out.append(run(to_float(accel.to(images_u8[i:i + batch], dev))).float().cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()
 def head_logits(classifier: Classifier, feats: torch.Tensor, batch: int) -> torch.Tensor:
     """The classifier's logits from cached features: its head only."""
     classifier.eval()
-    return torch.cat([classifier.head(feats[i:i + batch]) for i in range(0, len(feats), batch)])
+    dev = accel.device_of(classifier)
+    return torch.cat([classifier.head(feats[i:i + batch].to(dev)).float().cpu()
+                      for i in range(0, len(feats), batch)])
 
 
 def write(cfg: dict, model_path: str, test_path: str, poisoned_path: str, out: str,
@@ -40,7 +56,7 @@ def write(cfg: dict, model_path: str, test_path: str, poisoned_path: str, out: s
     """The `features` step: encode the clean (and, for an attack, the triggered) test set."""
     t0 = time.time()
     model, _ = clip.load_checkpoint(model_path)
-    model.eval()
+    accel.place(model).eval()
     bs = cfg["eval_batch_size"]
     tensors = {CLEAN: encode(model, load_split(test_path).images, bs)}
     meta = {"text_prefix": ""}

@@ -18,7 +18,8 @@ PKG = Path(__file__).resolve().parent
 # new attack/defense, which must not rerun the others' jobs).
 CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py", "steps.py",
         "data/__init__.py", "data/store.py")
-NOT_IN_JOBS = ("cli.py", "config.py", "config_checks.py", "fingerprint.py", "grid.py",
+NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like threads
+               "cli.py", "config.py", "config_checks.py", "fingerprint.py", "grid.py",
                "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
                "attacks/__init__.py", "defenses/__init__.py", "report/__init__.py",
                "train/__init__.py")

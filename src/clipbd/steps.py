@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from clipbd import attacks, defenses, features
+from clipbd import accel, attacks, defenses, features
 from clipbd.artifacts import (load_tensors, read_json, save_tensors, sha256_file, write_json,
                               write_sidecar)
 from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_split, synthetic
@@ -64,7 +64,7 @@ def pretrain(cfg, splits: dict[str, str], out, code):
         _sidecar(out, "pretrain", cfg, [m["weights"]], code, cfg["seed"], t0)
         return
     torch.manual_seed(cfg["seed"])
-    model = clip.create(m["arch"])
+    model = accel.place(clip.create(m["arch"]))
     tok = clip.tokenizer(m["arch"])
     parts = [(load_split(splits[n]), cfg["datasets"][n]["templates"]) for n in p["datasets"]]
     data = templated(parts, tok)
@@ -133,6 +133,7 @@ def backdoor(cfg, clean_path, poisoned_path, out, code):
     t0 = time.time()
     b = cfg["backdoor"]
     model, arch = clip.load_checkpoint(clean_path)
+    accel.place(model)
     data = fixed(load_split(poisoned_path), clip.tokenizer(arch))
     state = TrainState(out, _config_hash([cfg, sha256_file(clean_path), sha256_file(poisoned_path)]))
     torch.manual_seed(cfg["seed"])
@@ -175,6 +176,7 @@ def defend(cfg, model_path, fewshot_path, train_path, out, code):
     """Fit on the few-shot draw of the tuning dataset (`tune_dataset`, default the evaluated one)."""
     t0 = time.time()
     model, arch = clip.load_checkpoint(model_path)
+    accel.place(model)
     torch.manual_seed(cfg["run_seed"])
     defense = defenses.get(cfg["defense"], cfg["params"])
     train = load_split(train_path)
@@ -192,6 +194,7 @@ def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code, f
     image encoder alone (`features_path`, see clipbd.features), else by encoding the images."""
     t0 = time.time()
     model, arch = clip.load_checkpoint(model_path)
+    accel.place(model)
     ctx = _context(cfg, model, arch)
     defense = defenses.get(cfg["defense"], cfg["params"])
     delta = load_tensors(delta_path)[0] if delta_path else {}

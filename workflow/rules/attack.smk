@@ -34,7 +34,7 @@ rule learn_trigger:
         code=code_for("learn_trigger", "attack"),
         splits=learn_trigger_splits,
         model=learn_trigger_model,
-    threads: 2
+    threads: threads_of("learn_trigger")
     conda:
         ENV
     log:

@@ -201,7 +201,7 @@ def features_for(wildcards):
     """The shared feature cache, for defenses that leave the image encoder alone."""
     from clipbd import defenses
 
-    if not defenses.REGISTRY.get(wildcards.defense).frozen_image:
+    if not config["feature_cache"] or not defenses.REGISTRY.get(wildcards.defense).frozen_image:
         return []
     return f"{R}/features/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/features.safetensors"
 

@@ -11,7 +11,7 @@ rule defend:
     params:
         cfg=run_cfg,
         code=code_for("defend", "defense"),
-    threads: 2
+    threads: threads_of("defend")
     conda:
         ENV
     log:

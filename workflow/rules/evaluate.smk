@@ -13,7 +13,7 @@ rule evaluate:
     params:
         cfg=run_cfg,
         code=code_for("evaluate", "defense"),
-    threads: 2
+    threads: threads_of("evaluate")
     conda:
         ENV
     log:
@@ -44,7 +44,7 @@ rule features:
     params:
         cfg=features_cfg,
         code=code_for("features"),
-    threads: 2
+    threads: threads_of("features")
     conda:
         ENV
     log:

@@ -10,7 +10,7 @@ rule pretrain:
         cfg=pretrain_cfg,
         code=code_for("pretrain"),
         splits=pretrain_split_args,
-    threads: 2
+    threads: threads_of("pretrain")
     conda:
         ENV
     log:
@@ -55,7 +55,7 @@ rule backdoor:
     params:
         cfg=backdoor_cfg,
         code=code_for("backdoor"),
-    threads: 2
+    threads: threads_of("backdoor")
     conda:
         ENV
     log:

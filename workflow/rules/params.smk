@@ -76,6 +76,11 @@ def by_attempt(base):
     return scaled
 
 
+def threads_of(rule):
+    """Threads of one job of `rule`: config `threads.<rule>`, else `threads.default`."""
+    return config["threads"].get(rule, config["threads"]["default"])
+
+
 def cpus_of(wildcards, threads):
     """SLURM --cpus-per-task = the job's threads (after --max-threads / --set-threads)."""
     return threads

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from clipbd.attacks.base import TriggerContext
 from clipbd.data.store import to_float
@@ -149,7 +150,7 @@ def optimize_patch(ctx: TriggerContext, loss_fn: LossFn, *, patch_size: int, loc
     norm = Normalize(model)
     losses: list[float] = []
     with frozen(model):
-        for _ in range(steps):
+        for _ in tqdm(range(steps), desc="patch", mininterval=5):
             x = pool.sample(batch_size, gen)
             pos = positions(location, batch_size, patch_size, size, gen)
             with torch.no_grad():

@@ -32,6 +32,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from clipbd.data.store import to_float
 from clipbd.defenses import register
@@ -120,7 +121,7 @@ def invert_trigger(model, images: torch.Tensor, clean: torch.Tensor, cfg: dict,
     clf = Classifier(model, torch.nn.Identity()).eval()
     bs = min(cfg["inversion_batch_size"], len(images))
     losses = []
-    for _ in range(cfg["inversion_steps"]):
+    for _ in tqdm(range(cfg["inversion_steps"]), desc="cbpt inversion", mininterval=5):
         idx = torch.randperm(len(images), generator=gen)[:bs]
         mask, pattern = torch.sigmoid(a), torch.sigmoid(b)
         feats = clf.features(apply_trigger(to_float(images[idx]).to(dev), mask, pattern))

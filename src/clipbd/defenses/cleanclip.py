@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from clipbd.data.captions import random_caption
+from clipbd import accel
 from clipbd.data.store import ImageSet, to_float
 from clipbd.defenses import register
 from clipbd.defenses.base import Defense
@@ -109,16 +110,19 @@ class CleanCLIP(Defense):
         state = ambient("cleanclip")  # resumable: batches and augmentations are f(seed, step)
         start = state.load(model, opt) if state else 0
         model.train()
+        dev = accel.device_of(model)
         bar = tqdm(range(start, steps), desc="cleanclip", mininterval=5, initial=start, total=steps)
         for step in bar:
             set_lr(opt, c["lr"], warmup_cosine(step, steps, c["warmup"]))
             idx = batch_index(len(pairs), step, bs, ctx.seed)
             x = to_float(pairs.images[pairs.index[idx]])
             g.manual_seed(ctx.seed * 1_000_003 + 7919 * step + 2)
-            images = normalize(torch.cat([x, augment(x, g)]))
-            img, txt, scale = model(images, torch.cat([tokens[idx], tokens_aug[idx]]))[:3]
-            (img, img_aug), (txt, txt_aug) = img.chunk(2), txt.chunk(2)
-            loss = cleanclip_loss(img, img_aug, txt, txt_aug, scale,
+            images = normalize(accel.to(torch.cat([x, augment(x, g)]), dev))
+            with accel.autocast(dev):
+                img, txt, scale = model(images, accel.to(torch.cat([tokens[idx], tokens_aug[idx]]),
+                                                         dev))[:3]
+            (img, img_aug), (txt, txt_aug) = img.float().chunk(2), txt.float().chunk(2)
+            loss = cleanclip_loss(img, img_aug, txt, txt_aug, scale.float(),
                                   c["clip_weight"], c["inmodal_weight"])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from clipbd.data.store import to_float
 from clipbd.defenses import register
@@ -55,7 +56,7 @@ def tune(prompt: TextPrompt, n: int, batch_loss: Callable[[torch.Tensor], torch.
     total = cfg["epochs"] * math.ceil(n / bs)
     warm = cfg["warmup_epochs"] * math.ceil(n / bs)
     losses: list[float] = []
-    for _ in range(cfg["epochs"]):
+    for _ in tqdm(range(cfg["epochs"]), desc="prompt epochs", mininterval=5):
         for idx in torch.randperm(n, generator=gen).split(bs):
             step = len(losses)
             if step < warm:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from clipbd.data.store import to_float
+from clipbd import accel, features
 from clipbd.defenses import register
 from clipbd.defenses.base import Defense
 from clipbd.models.zeroshot import Classifier
@@ -21,15 +22,13 @@ class LinearProbe(Defense):
         return torch.nn.Linear(dim, n_classes)
 
     def fit(self, ctx, fewshot):
-        clf = Classifier(ctx.model, torch.nn.Identity()).eval()
-        with torch.no_grad():
-            feats = F.normalize(clf.features(to_float(fewshot.images)), dim=-1)
+        feats = F.normalize(features.encode(ctx.model, fewshot.images, len(fewshot.images)), dim=-1)
         g = torch.Generator().manual_seed(ctx.seed)
         torch.manual_seed(ctx.seed)
         head = self._head(feats.shape[1], len(ctx.classes))
         opt = torch.optim.SGD(head.parameters(), lr=self.cfg["lr"], momentum=self.cfg["momentum"])
         bs = self.cfg["batch_size"]
-        for _ in range(self.cfg["epochs"]):
+        for _ in tqdm(range(self.cfg["epochs"]), desc="linear probe", mininterval=5):
             for idx in torch.randperm(len(feats), generator=g).split(bs):
                 loss = F.cross_entropy(head(feats[idx]), fewshot.labels[idx])
                 opt.zero_grad()
@@ -41,6 +40,7 @@ class LinearProbe(Defense):
         w = delta["head.weight"]
         head = self._head(w.shape[1], w.shape[0])
         head.load_state_dict({"weight": w, "bias": delta["head.bias"]})
+        head.to(accel.device_of(ctx.model))
         return Classifier(ctx.model, torch.nn.Sequential(_Unit(), head)).eval()
 
 

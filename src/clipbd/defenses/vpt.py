@@ -20,6 +20,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from clipbd.data.store import to_float
 from clipbd.defenses import register
@@ -87,7 +88,7 @@ class VPT(Defense):
         layers = blocks if self.repels() else ()
         self.losses: list[float] = []
         with frozen(model), torch.enable_grad():
-            for _ in range(c["epochs"]):
+            for _ in tqdm(range(c["epochs"]), desc=self.name, mininterval=5):
                 for idx in torch.randperm(len(x), generator=g).split(bs):
                     step = len(self.losses)
                     if step < warm:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipbd import accel
 from clipbd.data.store import to_float
 from clipbd.models.zeroshot import Normalize
 from clipbd.train.schedule import set_lr, warmup_cosine
@@ -32,7 +33,7 @@ def clip_loss(image_features, text_features, scale) -> torch.Tensor:
     img = F.normalize(image_features, dim=-1)
     txt = F.normalize(text_features, dim=-1)
     logits = scale * img @ txt.T
-    target = torch.arange(len(logits))
+    target = torch.arange(len(logits), device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
@@ -52,6 +53,8 @@ def train(model, data: CaptionedImages, *, steps: int, batch_size: int, lr: floa
           desc: str = "train") -> list[float]:
     """Train all parameters of `model` in place; returns the loss curve (one value per step)."""
     normalize = Normalize(model)
+    dev = accel.device_of(model)
+    forward = accel.compiled(model)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -63,8 +66,9 @@ def train(model, data: CaptionedImages, *, steps: int, batch_size: int, lr: floa
     for step in bar:
         set_lr(opt, lr, warmup_cosine(step, steps, warmup))
         images, tokens = _batch(data, step, batch_size, seed)
-        image_f, text_f, scale = model(normalize(images), tokens)[:3]
-        loss = clip_loss(image_f, text_f, scale)
+        with accel.autocast(dev):
+            image_f, text_f, scale = forward(normalize(accel.to(images, dev)), accel.to(tokens, dev))[:3]
+            loss = clip_loss(image_f.float(), text_f.float(), scale.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from clipbd import accel
 from clipbd.data.store import ImageSet, to_float
 from clipbd.train.augment import crop_flip
 from clipbd.train.schedule import set_lr, warmup_cosine
@@ -92,13 +93,16 @@ def tune(classifier: torch.nn.Module, data: ImageSet, opt: torch.optim.Optimizer
         g.set_state(state.extra["generator"])
         losses = state.extra["losses"].tolist()
     classifier.train()
+    dev = accel.device_of(classifier)
     for epoch in range(start, epochs):
         set_lr(opt, lr, warmup_cosine(epoch, epochs, 0))
         for idx in torch.randperm(len(data), generator=g).split(batch_size):
             x = to_float(data.images[idx])
             if augment:
                 x = crop_flip(x, g)
-            loss = F.cross_entropy(classifier(x), data.labels[idx])
+            with accel.autocast(dev):
+                out = classifier(accel.to(x, dev)).float()
+            loss = F.cross_entropy(out, data.labels[idx].to(dev))
             if penalty is not None:
                 loss = loss + penalty()
             opt.zero_grad(set_to_none=True)
