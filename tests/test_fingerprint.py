@@ -8,6 +8,17 @@ def test_every_source_file_is_fingerprinted_or_deliberately_left_out():
     for kind, reg in (("attack", attacks.REGISTRY), ("defense", defenses.REGISTRY)):
         for name in reg.names():  # one method per file, plus the helpers it imports
             listed |= set(fp.method_files(kind, name))
+    # the supervised track: its jobs' files (clipbd.supervised.cli.code_files) and its planning
+    from clipbd.supervised import attacks as sup_attacks, cli as sup_cli, defenses as sup_defenses
+
+    for stage in ("train", "report"):
+        listed |= sup_cli.closure(*sup_cli.code_files(stage))
+    for name in sup_attacks.NAMES:
+        listed |= sup_cli.closure(*sup_cli.code_files("train", attack=name))
+    for name in sup_defenses.REGISTRY.names():
+        listed |= sup_cli.closure(*sup_cli.code_files("defend", defense=name))
+    listed |= {"supervised/__init__.py", "supervised/cli.py", "supervised/config.py",
+               "supervised/grid.py", "supervised/defenses/__init__.py"}  # planning, not jobs
     for path in fp.PKG.rglob("*.py"):
         rel = str(path.relative_to(fp.PKG))
         assert rel in listed, f"{rel} is in no stage of clipbd.fingerprint"

@@ -66,6 +66,10 @@ VERBS = {
                        [("--plan", {}), ("--out", {})]),
 }
 
+from clipbd.supervised.cli import VERBS as _SUPERVISED_VERBS  # noqa: E402 (FST's own protocol)
+
+VERBS.update(_SUPERVISED_VERBS)
+
 # Arguments naming a job's outputs: written via `artifacts.job_outputs` (published complete or not at all).
 OUTPUT_ARGS = ("out", "out_train", "out_test", "png", "pdf", "markdown", "perturbations_png",
                "perturbations_pdf")
@@ -123,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verb == "audit":
         return _audit(args)
+    if args.verb.startswith("sup-"):  # the supervised track (clipbd.supervised.cli)
+        from clipbd.supervised.cli import run
+
+        return run(args)
     import time
 
     import torch

@@ -151,6 +151,10 @@ def resolve(cfg: dict) -> dict:
     from clipbd.config_checks import check_models
 
     check_models(cfg)  # architectures, weight sha256, prompt depth and length vs the model
+    if "supervised" in cfg:  # the optional supervised track (FST's protocol)
+        from clipbd.supervised.config import resolve as resolve_supervised
+
+        resolve_supervised(cfg)
     return cfg
 
 
@@ -161,13 +165,13 @@ def job_environment() -> None:
 
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # OpenMP threads that wait by sleeping, not spinning: with another process on the cores, a
+    # 2-thread training step took 4.4 s spinning and 0.63 s sleeping (1 thread: 0.75 s).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def load(path: str | Path, overrides: dict | None = None) -> dict:
     cfg = yaml.safe_load(Path(path).read_text())
-    # OpenMP threads that wait by sleeping, not spinning: with another process on the cores, a
-    # 2-thread training step took 4.4 s spinning and 0.63 s sleeping (1 thread: 0.75 s).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cfg.update(overrides or {})
     return resolve(cfg)
 

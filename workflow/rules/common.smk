@@ -25,9 +25,18 @@ def as_json(obj):
 
 
 def final_targets(wildcards):
+    """Rule `all`: the CLIP grid's results, plus the supervised track's report when the config
+    has one (rules/supervised.smk; with `supervised.only`, that report alone)."""
+    supervised = {}
+    if "supervised" in config:
+        from clipbd.supervised import grid as sup_grid
+
+        supervised = {f"supervised_{k}": v for k, v in sup_grid.REPORT.items()}
+        if config["supervised"]["only"]:
+            return supervised
     galleries = [GALLERY[k].format(dataset=d) for d in attacked_datasets() for k in GALLERY]
     return {"metrics": all_metrics(wildcards), "galleries": galleries, **FIGURES,
-            "paper": f"{R}/paper/captions.md"}
+            "paper": f"{R}/paper/captions.md", **supervised}
 
 
 def attacked_datasets():

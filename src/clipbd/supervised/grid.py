@@ -1,0 +1,89 @@
+"""The supervised grid: config blocks -> runs, paths and each job's resolved config.
+
+A run is dataset / attack / rate~r / defense / variant / seed~s; the variant spells out the
+grid's `defense_params` a defense takes (alpha only for FST), e.g. `alpha~0.1`.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+
+from clipbd.grid import decode_variant, encode_variant
+from clipbd.supervised.config import defense_params
+
+R = "results/supervised"
+VICTIM = R + "/victims/{dataset}/{attack}/rate~{rate}/seed~{seed}/model.safetensors"
+TRIGGER = R + "/triggers/{dataset}/{attack}/trigger.safetensors"
+METRICS = R + "/metrics/{dataset}/{attack}/rate~{rate}/{defense}/{dvar}/seed~{seed}/metrics.json"
+DELTA = R + "/defenses/{dataset}/{attack}/rate~{rate}/{defense}/{dvar}/seed~{seed}/delta.safetensors"
+REPORT = {"csv": R + "/tables/fst.csv", "markdown": R + "/tables/fst.md",
+          "rate_png": R + "/figures/fst_rate.png", "rate_pdf": R + "/figures/fst_rate.pdf",
+          "alpha_png": R + "/figures/fst_alpha.png", "alpha_pdf": R + "/figures/fst_alpha.pdf"}
+
+
+def rate_text(rate: float) -> str:
+    return json.dumps(float(rate))
+
+
+@dataclass(frozen=True)
+class SupRun:
+    dataset: str
+    attack: str
+    rate: str
+    defense: str
+    dvar: str
+    seed: int
+
+    def path(self, pattern: str) -> str:
+        return pattern.format(**self.__dict__)
+
+
+def expand(cfg: dict) -> list[SupRun]:
+    runs: dict[SupRun, None] = {}
+    for block in cfg["supervised"]["grid"]:
+        for ds, atk, rate, dfn, seed in itertools.product(
+                block["datasets"], block["attacks"], block["poison_rates"], block["defenses"],
+                block["seeds"]):
+            own = {k: v for k, v in block["defense_params"].items()
+                   if dfn != "none" and (k != "alpha" or dfn == "fst")}
+            if dfn == "fst" and "alpha" not in own:
+                own["alpha"] = [defense_params(cfg["supervised"], "fst", {})["alpha"]]
+            keys = sorted(own)
+            for vals in itertools.product(*(own[k] for k in keys)):
+                dvar = encode_variant(dict(zip(keys, vals)))
+                runs[SupRun(ds, atk, rate_text(rate), dfn, dvar, seed)] = None
+    return list(runs)
+
+
+def _base(cfg: dict, dataset: str, attack: str, seed: int) -> dict:
+    sup = cfg["supervised"]
+    return {"dataset": dataset, "target": cfg["datasets"][dataset]["target"],
+            "image_size": cfg["image_size"], "seed": int(seed), "attack": attack,
+            "params": sup["attacks"][attack], "victim": sup["victim"],
+            "eval_batch_size": cfg["eval_batch_size"]}
+
+
+def trigger_cfg(cfg: dict, dataset: str, attack: str) -> dict:
+    base = _base(cfg, dataset, attack, cfg["seed"])
+    return {k: base[k] for k in ("dataset", "target", "image_size", "seed", "attack", "params")}
+
+
+def train_cfg(cfg: dict, dataset: str, attack: str, rate: str, seed: str) -> dict:
+    row = {"dataset": dataset, "attack": attack, "poison_rate": float(rate), "defense": "none",
+           "alpha": None, "seed": int(seed), "defense_variant": "default"}
+    return {**_base(cfg, dataset, attack, seed), "poison_rate": float(rate), "row": row}
+
+
+def defend_cfg(cfg: dict, dataset: str, attack: str, rate: str, defense: str, dvar: str,
+               seed: str) -> dict:
+    sup = cfg["supervised"]
+    params = defense_params(sup, defense, decode_variant(dvar))
+    out = train_cfg(cfg, dataset, attack, rate, seed)
+    out["row"].update(defense=defense, alpha=params.get("alpha"), defense_variant=dvar)
+    return {**out, "defense": defense, "defense_params": params,
+            "tune_fraction": sup["tune_fraction"]}
+
+
+def main_alpha(cfg: dict) -> float:
+    return float(defense_params(cfg["supervised"], "fst", {})["alpha"])

@@ -1,0 +1,145 @@
+# The supervised track (FST's own protocol, config key `supervised`; clipbd.supervised):
+# trigger -> ResNet-18 victim on poisoned data (+ its metrics) -> defenses (+ metrics) -> report.
+# Without the `supervised` key nothing here is defined and the DAG is unchanged.
+if "supervised" in config:
+    from clipbd.supervised import grid as sup_grid
+    from clipbd.supervised.cli import code_files, fingerprint as sup_fingerprint
+
+    SUP = config["supervised"]
+    SUP_RUNS = sup_grid.expand(config)
+    SR = sup_grid.R
+
+    def sup_metrics(wildcards):
+        return [run.path(sup_grid.METRICS) for run in SUP_RUNS]
+
+    def sup_trigger_cfg(wildcards):
+        return as_json(sup_grid.trigger_cfg(config, wildcards.dataset, wildcards.attack))
+
+    def sup_trigger_train(wildcards):
+        learned = clipbd_attack_learned(wildcards.attack)
+        return split_path(wildcards.dataset, "train") if learned else []
+
+    def clipbd_attack_learned(name):
+        from clipbd.supervised import attacks as sup_attacks
+
+        return sup_attacks.attack_class(name).learned
+
+    def sup_train_cfg(wildcards):
+        return as_json(sup_grid.train_cfg(config, wildcards.dataset, wildcards.attack,
+                                          wildcards.rate, wildcards.seed))
+
+    def sup_defend_cfg(wildcards):
+        return as_json(sup_grid.defend_cfg(config, wildcards.dataset, wildcards.attack,
+                                           wildcards.rate, wildcards.defense, wildcards.dvar,
+                                           wildcards.seed))
+
+    def sup_code(stage):
+        def code(wildcards):
+            return sup_fingerprint(*code_files(stage, getattr(wildcards, "attack", ""),
+                                               getattr(wildcards, "defense", "")))
+
+        code.__name__ = f"sup_code_{stage}"
+        return code
+
+    rule supervised_all:  # `snakemake supervised_all`: this track only
+        input:
+            **sup_grid.REPORT,
+
+    rule sup_trigger:
+        conda:
+            ENV
+        input:
+            train=sup_trigger_train,
+        output:
+            sup_grid.TRIGGER,
+        params:
+            cfg=sup_trigger_cfg,
+            code=sup_code("trigger"),
+        threads: 2
+        log:
+            "logs/supervised/trigger/{dataset}/{attack}.log",
+        resources:
+            mem_mb=by_attempt(4000),
+            runtime=by_attempt(60),
+            cpus_per_task=cpus_of,
+        shell:
+            "python -m clipbd sup-trigger --cfg {params.cfg:q} --code {params.code} "
+            "--threads {threads} --train={input.train} --out {output} 2> {log}"
+
+    rule sup_train:
+        conda:
+            ENV
+        input:
+            train=f"{R}/data/{{dataset}}/train.safetensors",
+            test=f"{R}/data/{{dataset}}/test.safetensors",
+            trigger=sup_grid.TRIGGER,
+        output:
+            model=sup_grid.VICTIM,
+            metrics=SR + "/metrics/{dataset}/{attack}/rate~{rate}/none/default/seed~{seed}/metrics.json",
+        params:
+            cfg=sup_train_cfg,
+            code=sup_code("train"),
+        threads: 2
+        log:
+            "logs/supervised/train/{dataset}/{attack}/rate~{rate}/seed~{seed}.log",
+        resources:
+            gpu=1,
+            mem_mb=by_attempt(8000),
+            runtime=by_attempt(240),
+            cpus_per_task=cpus_of,
+        shell:
+            "python -m clipbd sup-train --cfg {params.cfg:q} --code {params.code} "
+            "--threads {threads} --train {input.train} --test {input.test} "
+            "--trigger {input.trigger} --out {output.model} --metrics {output.metrics} 2> {log}"
+
+    rule sup_defend:
+        conda:
+            ENV
+        input:
+            victim=sup_grid.VICTIM,
+            train=f"{R}/data/{{dataset}}/train.safetensors",
+            test=f"{R}/data/{{dataset}}/test.safetensors",
+            trigger=sup_grid.TRIGGER,
+        output:
+            delta=sup_grid.DELTA,
+            metrics=sup_grid.METRICS,
+        wildcard_constraints:
+            defense="(?!none/)[^/]+",
+        params:
+            cfg=sup_defend_cfg,
+            code=sup_code("defend"),
+        threads: 2
+        log:
+            "logs/supervised/defend/{dataset}/{attack}/rate~{rate}/{defense}/{dvar}/seed~{seed}.log",
+        resources:
+            gpu=1,
+            mem_mb=by_attempt(8000),
+            runtime=by_attempt(60),
+            cpus_per_task=cpus_of,
+        shell:
+            "python -m clipbd sup-defend --cfg {params.cfg:q} --code {params.code} "
+            "--threads {threads} --victim {input.victim} --train {input.train} "
+            "--test {input.test} --trigger {input.trigger} --out {output.delta} "
+            "--metrics {output.metrics} 2> {log}"
+
+    rule sup_report:
+        conda:
+            ENV
+        input:
+            sup_metrics,
+        output:
+            **sup_grid.REPORT,
+        params:
+            alpha=sup_grid.main_alpha(config),
+            code=sup_code("report"),
+        log:
+            "logs/supervised/report.log",
+        resources:
+            mem_mb=by_attempt(2000),
+            runtime=by_attempt(10),
+            cpus_per_task=cpus_of,
+        shell:
+            "python -m clipbd sup-report --code {params.code} --alpha {params.alpha} "
+            "--csv {output.csv} --markdown {output.markdown} --rate-png {output.rate_png} "
+            "--rate-pdf {output.rate_pdf} --alpha-png {output.alpha_png} "
+            "--alpha-pdf {output.alpha_pdf} {input} 2> {log}"
