@@ -15,7 +15,7 @@ import yaml
 
 from clipbd import cli
 from clipbd.artifacts import read_json, sidecar_path, write_json
-from workflow_util import micro_study, snakemake
+from workflow_util import micro_study, ran_study, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +35,7 @@ CHAIN = [TABLE, METRICS, DELTA, BACKDOOR, POISONED, TRIGGER, CLEAN, FEWSHOT,
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    work = tmp_path_factory.mktemp("audit")
-    (work / "config.yaml").write_text(yaml.safe_dump(STUDY))
-    res = snakemake(work)
-    assert res.returncode == 0, res.stderr[-5000:]
-    return work
+    return ran_study(tmp_path_factory.mktemp("audit"), STUDY)
 
 
 @pytest.fixture

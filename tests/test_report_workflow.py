@@ -6,10 +6,9 @@ import re
 
 import pandas as pd
 import pytest
-import yaml
 
 from clipbd.artifacts import read_json
-from workflow_util import snakemake
+from workflow_util import ran_study, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +30,7 @@ FIGURES = ["rvpt/fig1", "rvpt/fig4", "rvpt/fig5"]
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    work = tmp_path_factory.mktemp("micro")
-    (work / "config.yaml").write_text(yaml.safe_dump(MICRO))
-    res = snakemake(work, timeout=1500)
-    assert res.returncode == 0, res.stderr[-5000:]
-    return work
+    return ran_study(tmp_path_factory.mktemp("micro"), MICRO, timeout=1500)
 
 
 def test_paper_files_are_exactly_the_planned_set(micro):

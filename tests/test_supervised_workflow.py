@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from clipbd.artifacts import read_json
-from workflow_util import snakemake
+from workflow_util import ran_study
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +29,7 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    work = tmp_path_factory.mktemp("supervised")
-    (work / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    res = snakemake(work, timeout=600)
-    assert res.returncode == 0, res.stderr[-5000:]
-    return work
+    return ran_study(tmp_path_factory.mktemp("supervised"), CONFIG, timeout=600)
 
 
 def test_outputs_exist_with_sidecars(study):

@@ -17,6 +17,16 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.Comp
     return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
 
 
+def ran_study(work: Path, config: dict, timeout: int = 1200) -> Path:
+    """`config` written to `work`/config.yaml and run to completion (asserted); returns `work`."""
+    import yaml
+
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    res = snakemake(work, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return work
+
+
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule -> job count that `snakemake -n` would run ({} when nothing is to be done)."""
     res = snakemake(workdir, "-n", *args)

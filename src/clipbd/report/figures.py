@@ -77,6 +77,10 @@ def overview(df: pd.DataFrame, png: str, pdf: str) -> None:
     grid.set(ylim=(0, 1))
     grid.set_axis_labels("attack", "fraction of test images")
     grid.set_titles("{row_name}: {col_name}")
+    for ax in grid.axes.flat:  # eight attack names do not fit side by side at this width
+        ax.tick_params(axis="x", labelrotation=35)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     for path in (png, pdf):
         with atomic_path(path) as tmp:
             grid.savefig(tmp, format=path.rsplit(".", 1)[1], dpi=200, bbox_inches="tight")
