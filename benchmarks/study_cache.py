@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/study_cache.py [--results results] [--configfile ...]
 
 Needs a finished study (`bash scripts/study.sh`). Copies its trained artifacts (data,
-triggers, poisoned sets, models, few-shot draws, defense deltas) into two scratch
+triggers, poisoned sets, models, defense deltas; few-shot draws live under data/) into two scratch
 directories, then times the same Snakemake run in each: everything after training (features,
 every evaluation, tables, figures, probes) with `feature_cache: true` and with `false`.
 Training jobs are identical in both and not re-run, so the ratio is the cache's effect on
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINED = ("data", "triggers", "poisoned", "models", "fewshot", "defenses")
+TRAINED = ("data", "triggers", "poisoned", "models", "defenses")  # data/ holds the few-shot draws
 
 
 def run(work: Path, configfiles: list[str], cache: bool) -> tuple[float, int]:
@@ -35,7 +35,7 @@ def run(work: Path, configfiles: list[str], cache: bool) -> tuple[float, int]:
     wall = time.time() - t0
     if res.returncode:
         sys.exit(res.stderr[-3000:])
-    return wall, res.stderr.count("Finished job")
+    return wall, sum(ln.startswith("Finished job") for ln in res.stderr.splitlines())
 
 
 def main() -> None:
