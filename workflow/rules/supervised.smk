@@ -2,44 +2,6 @@
 # trigger -> ResNet-18 victim on poisoned data (+ its metrics) -> defenses (+ metrics) -> report.
 # Without the `supervised` key nothing here is defined and the DAG is unchanged.
 if "supervised" in config:
-    from clipbd.supervised import grid as sup_grid
-    from clipbd.supervised.cli import code_files, fingerprint as sup_fingerprint
-
-    SUP = config["supervised"]
-    SUP_RUNS = sup_grid.expand(config)
-    SR = sup_grid.R
-
-    def sup_metrics(wildcards):
-        return [run.path(sup_grid.METRICS) for run in SUP_RUNS]
-
-    def sup_trigger_cfg(wildcards):
-        return as_json(sup_grid.trigger_cfg(config, wildcards.dataset, wildcards.attack))
-
-    def sup_trigger_train(wildcards):
-        learned = clipbd_attack_learned(wildcards.attack)
-        return split_path(wildcards.dataset, "train") if learned else []
-
-    def clipbd_attack_learned(name):
-        from clipbd.supervised import attacks as sup_attacks
-
-        return sup_attacks.attack_class(name).learned
-
-    def sup_train_cfg(wildcards):
-        return as_json(sup_grid.train_cfg(config, wildcards.dataset, wildcards.attack,
-                                          wildcards.rate, wildcards.seed))
-
-    def sup_defend_cfg(wildcards):
-        return as_json(sup_grid.defend_cfg(config, wildcards.dataset, wildcards.attack,
-                                           wildcards.rate, wildcards.defense, wildcards.dvar,
-                                           wildcards.seed))
-
-    def sup_code(stage):
-        def code(wildcards):
-            return sup_fingerprint(*code_files(stage, getattr(wildcards, "attack", ""),
-                                               getattr(wildcards, "defense", "")))
-
-        code.__name__ = f"sup_code_{stage}"
-        return code
 
     rule supervised_all:  # `snakemake supervised_all`: this track only
         input:
@@ -75,7 +37,7 @@ if "supervised" in config:
             trigger=sup_grid.TRIGGER,
         output:
             model=sup_grid.VICTIM,
-            metrics=SR + "/metrics/{dataset}/{attack}/rate~{rate}/none/default/seed~{seed}/metrics.json",
+            metrics=f"{SR}/metrics/{{dataset}}/{{attack}}/rate~{{rate}}/none/default/seed~{{seed}}/metrics.json",
         params:
             cfg=sup_train_cfg,
             code=sup_code("train"),
