@@ -4,14 +4,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from clipbd import accel
+
 
 @torch.no_grad()
 def class_text_features(model, tok, classes: list[str], templates: list[str],
                         prefix: str = "") -> torch.Tensor:
     """[C, D] unit vectors: per class, the normalized mean of its normalized template embeddings."""
     texts = [prefix + t.format(c) for c in classes for t in templates]
-    dev = model.token_embedding.weight.device if hasattr(model, "token_embedding") else None
-    feats = F.normalize(model.encode_text(tok(texts).to(dev)), dim=-1)
+    feats = F.normalize(model.encode_text(tok(texts).to(accel.device_of(model))), dim=-1)
     feats = feats.view(len(classes), len(templates), -1).mean(1)
     return F.normalize(feats, dim=-1)
 
@@ -36,7 +37,7 @@ class Normalize(torch.nn.Module):
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
         mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
         std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
-        dev = next(model.parameters()).device  # the model's device (clipbd.accel)
+        dev = accel.device_of(model)
         self.register_buffer("mean", torch.tensor(mean, device=dev).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, device=dev).view(1, 3, 1, 1))
 
