@@ -1,5 +1,9 @@
 """Environment fixes that must run before torchvision / open_clip are imported.
 
+Nothing heavy is imported here: torchvision (about 1 s, it pulls in torch._dynamo) and
+open_clip load only in the jobs that build a model, through `import_open_clip()` (or
+`import_torchvision()`); the data, poisoning and report jobs never pay for them.
+
 * ``HF_HUB_OFFLINE=1``: no model hub is reachable here or on most cluster nodes; a hub
   name would otherwise retry for a minute before failing.
 * torchvision's PyPI wheel is a CUDA build. Paired with a CPU-only torch its C++ ops are
@@ -47,4 +51,9 @@ def import_torchvision():
     return torchvision
 
 
-import_torchvision()
+def import_open_clip():
+    """Import open_clip (which imports torchvision) behind the shim above."""
+    import_torchvision()
+    import open_clip
+
+    return open_clip

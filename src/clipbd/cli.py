@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from clipbd import steps
-    from clipbd.report import aggregate, figures
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,10 +168,14 @@ def main(argv: list[str] | None = None) -> int:
 
         features.write(cfg, args.model, args.test, args.poisoned, args.out, args.code)
     elif v == "aggregate":
+        from clipbd.report import aggregate
+
         aggregate.write_csv(aggregate.table(args.metrics), args.out)
         _sidecars(args, [args.out], "aggregate", args.metrics, t0)
     elif v == "figure":
         import pandas as pd
+
+        from clipbd.report import figures
 
         df = pd.read_csv(args.table)
         figures.overview(df, args.png, args.pdf)

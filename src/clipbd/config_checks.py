@@ -41,9 +41,7 @@ def _arch_of(cfg: dict, dataset: str) -> str:
 
 def check_weights(cfg: dict) -> None:
     """Known architectures; a weight file that exists must have the configured sha256."""
-    import open_clip
-
-    import clipbd.models.clip  # noqa: F401  (registers the tiny architectures' configs)
+    from clipbd.models.clip import open_clip  # (registers the tiny architectures' configs)
 
     known = open_clip.list_models()
     for key, (arch, block) in _backbones(cfg).items():
@@ -70,10 +68,9 @@ def _values(cfg: dict, block: dict, b: int, defense: str, key: str) -> list[tupl
 
 def check_prompts(cfg: dict) -> None:
     """Visual prompt depth <= the image encoder's blocks; text prompts fit the context length."""
-    import open_clip
-
     from clipbd.data import dataset_classes
     from clipbd.models import clip
+    from clipbd.models.clip import open_clip
     from clipbd.models.text_prompt import n_tokens
 
     for b, block in enumerate(cfg["grid"]):

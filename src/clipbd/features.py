@@ -15,7 +15,6 @@ import torch
 from clipbd import accel
 from clipbd.artifacts import load_tensors, save_tensors, write_sidecar
 from clipbd.data.store import load_split, to_float
-from clipbd.models import clip
 from clipbd.models.zeroshot import Classifier
 
 CLEAN, TRIGGERED = "clean", "triggered"
@@ -55,6 +54,8 @@ def write(cfg: dict, model_path: str, test_path: str, poisoned_path: str, out: s
           code: str) -> None:
     """The `features` step: encode the clean (and, for an attack, the triggered) test set."""
     t0 = time.time()
+    from clipbd.models import clip
+
     model, _ = clip.load_checkpoint(model_path)
     accel.place(model).eval()
     bs = cfg["eval_batch_size"]

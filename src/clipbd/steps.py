@@ -1,6 +1,7 @@
 """One function per CLI verb. Each reads its inputs, writes one artifact atomically, and a sidecar."""
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from clipbd import accel, attacks, defenses, features
+from clipbd import accel, attacks, features
 from clipbd.artifacts import (load_tensors, read_json, save_tensors, sha256_file, write_json,
                               write_sidecar)
 from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_split, synthetic
@@ -16,12 +17,26 @@ from clipbd.data.captions import fixed, templated
 from clipbd.data.store import load_split, manifest, save_split
 from clipbd.evaluate import logits
 from clipbd.metrics import attack_success, backdoor_metrics
-from clipbd.models import clip
 from clipbd.poison import apply_in_batches, poison_corpus
 from clipbd.train import contrastive
 from clipbd.train.state import TrainState, resumable
 
 log = logging.getLogger("clipbd")
+
+
+class _Lazy:
+    """A module imported on first attribute access: open_clip + torchvision cost ~1.5 s of
+    start-up, and the data, trigger and poisoning jobs never build a model."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+clip = _Lazy("clipbd.models.clip")
+defenses = _Lazy("clipbd.defenses")
 
 
 def _sidecar(out, step, cfg, inputs, code, seed, started, **extra):

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import open_clip
 import torch
 
+from clipbd._compat import import_open_clip
 from clipbd.artifacts import load_tensors, save_tensors, sha256_file
+
+open_clip = import_open_clip()
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(CONFIG_DIR)

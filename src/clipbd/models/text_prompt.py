@@ -13,7 +13,10 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
+
+from clipbd.models.clip import open_clip
+
+text_global_pool = open_clip.transformer.text_global_pool
 
 PLACEHOLDER = "x"  # one BPE token; its embedding is replaced by a context vector
 
