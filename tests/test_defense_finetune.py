@@ -10,7 +10,8 @@ from clipbd.defenses import REGISTRY
 from clipbd.defenses.base import DefenseContext
 from clipbd.models import clip
 from clipbd.models.zeroshot import Classifier
-from clipbd.train.supervised import make_optimizer, state_delta, trainable_copy, tune, with_weights
+from clipbd.train.optim import make_optimizer
+from clipbd.train.supervised import state_delta, trainable_copy, tune, with_weights
 
 ARCH = "clipbd-tiny-vit"
 CLASSES = ["cat", "dog", "bird"]

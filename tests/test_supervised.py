@@ -50,7 +50,8 @@ def test_victim_is_torchvision_resnet18_without_weights():
 
 
 def test_victim_training_steps_change_weights(victim):
-    from clipbd.train.supervised import make_optimizer, tune
+    from clipbd.train.optim import make_optimizer
+    from clipbd.train.supervised import tune
 
     model = copy.deepcopy(victim)
     before = {k: v.clone() for k, v in model.state_dict().items()}

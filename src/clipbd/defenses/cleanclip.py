@@ -40,7 +40,8 @@ from clipbd.train.augment import augment, eda_lite
 from clipbd.train.contrastive import clip_loss
 from clipbd.train.schedule import set_lr, warmup_cosine
 from clipbd.train.state import ambient
-from clipbd.train.supervised import make_optimizer, state_delta, trainable_copy, with_weights
+from clipbd.train.optim import make_optimizer
+from clipbd.train.supervised import state_delta, trainable_copy, with_weights
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from clipbd.defenses import register
 from clipbd.defenses.base import Defense
 from clipbd.models.zeroshot import Classifier
-from clipbd.train.supervised import make_optimizer, state_delta, trainable_copy, tune, with_weights
+from clipbd.train.optim import make_optimizer
+from clipbd.train.supervised import state_delta, trainable_copy, tune, with_weights
 
 VISUAL = "visual."
 

@@ -22,7 +22,8 @@ from clipbd.metrics import backdoor_metrics
 from clipbd.supervised import attacks, defenses, model as victims
 from clipbd.supervised.poison import poison_train, triggered, tuning_indices, victim_indices
 from clipbd.train.state import resumable
-from clipbd.train.supervised import make_optimizer, tune
+from clipbd.train.optim import make_optimizer
+from clipbd.train.supervised import tune
 
 log = logging.getLogger("clipbd.supervised")
 

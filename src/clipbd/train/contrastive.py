@@ -15,6 +15,7 @@ from tqdm import tqdm
 from clipbd import accel
 from clipbd.data.store import to_float
 from clipbd.models.zeroshot import Normalize
+from clipbd.train.optim import make_optimizer
 from clipbd.train.schedule import set_lr, warmup_cosine
 from clipbd.train.state import TrainState
 
@@ -55,10 +56,7 @@ def train(model, data: CaptionedImages, *, steps: int, batch_size: int, lr: floa
     normalize = Normalize(model)
     dev = accel.device_of(model)
     forward = accel.compiled(model)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    opt = make_optimizer(model.named_parameters(), "adamw", lr, weight_decay)
     start = state.load(model, opt) if state else 0
     model.train()
     losses: list[float] = []

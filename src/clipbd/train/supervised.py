@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,21 +58,6 @@ def with_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor],
     tuned = copy.deepcopy(model)
     tuned.load_state_dict(weights, strict=False)
     return tuned.eval()
-
-
-def make_optimizer(named_params: Iterable[tuple[str, torch.nn.Parameter]], name: str, lr: float,
-                   weight_decay: float = 0.0, momentum: float = 0.9) -> torch.optim.Optimizer:
-    """SGD (with momentum) or AdamW over the trainable parameters; no decay on gains/biases."""
-    params = [(n, p) for n, p in named_params if p.requires_grad]
-    decay = [p for n, p in params if p.ndim >= 2 and "logit_scale" not in n]
-    rest = [p for n, p in params if p.ndim < 2 or "logit_scale" in n]
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": rest, "weight_decay": 0.0}]
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}; use sgd or adamw")
 
 
 @torch.enable_grad()  # also when the caller runs under no_grad

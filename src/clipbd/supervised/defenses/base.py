@@ -25,7 +25,8 @@ from torch import nn
 from clipbd.data.store import ImageSet
 from clipbd.defenses.fst import project_norm, shift_penalty
 from clipbd.supervised.model import HEAD
-from clipbd.train.supervised import make_optimizer, tune
+from clipbd.train.optim import make_optimizer
+from clipbd.train.supervised import tune
 
 
 class FrozenFeatures(nn.Module):
