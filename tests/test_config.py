@@ -187,3 +187,20 @@ def test_negative_top_level_seed_rejected(cfg):
     cfg["seed"] = -1
     with pytest.raises(ConfigError, match="`seed`"):
         config.resolve(cfg)
+
+
+def test_job_environment_sets_defaults_and_keeps_the_users(monkeypatch):
+    for name in ("OMP_WAIT_POLICY", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                 "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1234")
+    monkeypatch.setenv("PATH", "/usr/bin")
+    config.job_environment()
+    import os
+    import sys
+
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["MALLOC_MMAP_THRESHOLD_"] == str(4 * 2**30)
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "1234"  # a user's setting wins
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert os.environ["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)

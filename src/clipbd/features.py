@@ -23,8 +23,14 @@ CLEAN, TRIGGERED = "clean", "triggered"
 @torch.no_grad()
 def encode(model: torch.nn.Module, images_u8: torch.Tensor, batch: int) -> torch.Tensor:
     """[N, D] image features, in the batches `evaluate` uses (so results match bit for bit)."""
-    enc = Classifier(model, torch.nn.Identity()).eval()
-    return batched(enc, images_u8, batch, enc.features)
+    return encode_with(Classifier(model, torch.nn.Identity()), images_u8, batch)
+
+
+@torch.no_grad()
+def encode_with(classifier: Classifier, images_u8: torch.Tensor, batch: int) -> torch.Tensor:
+    """[N, D] features of a classifier's image side (prompted or tuned encoder included)."""
+    classifier.eval()
+    return batched(classifier, images_u8, batch, classifier.features)
 
 
 @torch.no_grad()

@@ -15,7 +15,6 @@ from clipbd.artifacts import (load_tensors, read_json, save_tensors, sha256_file
 from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_split, synthetic
 from clipbd.data.captions import fixed, templated
 from clipbd.data.store import load_split, manifest, save_split
-from clipbd.evaluate import logits
 from clipbd.metrics import attack_success, backdoor_metrics
 from clipbd.poison import apply_in_batches, poison_corpus
 from clipbd.train import contrastive
@@ -219,12 +218,13 @@ def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code, f
     cached = features.load(features_path) if features_path and defense.frozen_image else None
     trig = load_tensors(poisoned_path) if poisoned_path else None
     images = {features.CLEAN: test.images, features.TRIGGERED: trig and trig[0]["images"]}
+    feats = dict(cached or {})  # image features per image set: each set is encoded once
 
-    def scores(prefix, which):
+    def scores(prefix, which):  # the text prefix changes the head only, never the features
         clf = defense.classifier(ctx, delta, prefix)
-        if cached is not None:
-            return features.head_logits(clf, cached[which], bs)
-        return logits(clf, images[which], bs)
+        if which not in feats:
+            feats[which] = features.encode_with(clf, images[which], bs)
+        return features.head_logits(clf, feats[which], bs)
 
     clean_logits = scores("", features.CLEAN)
     trig_logits, keys = None, {}
