@@ -39,10 +39,22 @@ def test_every_verb_is_used_by_a_rule():
 
 
 def test_torchvision_imports_through_clipbd():
-    code = "import clipbd, torchvision, torch; print(torchvision.transforms.functional.hflip(torch.eye(2)).tolist())"
+    code = ("from clipbd._compat import import_open_clip; import_open_clip(); import torchvision, "
+            "torch; print(torchvision.transforms.functional.hflip(torch.eye(2)).tolist())")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[[0.0, 1.0], [1.0, 0.0]]"
     plain = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True)
     if plain.returncode != 0:  # the CPU-torch + CUDA-torchvision pairing: the shim is what fixes it
         assert "torchvision::nms does not exist" in plain.stderr
+
+
+def test_light_jobs_do_not_load_open_clip():
+    """Data, poisoning and report jobs skip open_clip + torchvision (~1.5 s of start-up)."""
+    code = ("import sys, clipbd.steps, clipbd.report.aggregate, clipbd.poison, clipbd.attacks; "
+            "print(sorted(m for m in ('open_clip', 'torchvision') if m in sys.modules)); "
+            "from clipbd.models import Classifier; import clipbd.models.clip; "
+            "print(sorted(m for m in ('open_clip', 'torchvision') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:2] == ["[]", "['open_clip', 'torchvision']"]
