@@ -8,8 +8,8 @@ import clipbd.defenses.cbpt  # noqa: F401  (registers "cbpt")
 from clipbd import defenses
 from clipbd.data.store import ImageSet
 from clipbd.defenses.base import DefenseContext
-from clipbd.defenses.cbpt import (apply_trigger, invert_trigger, inversion_loss, prompt_loss,
-                                  trigger_specs)
+from clipbd.defenses.cbpt import (apply_trigger, collapse_entropy, invert_trigger,
+                                  inversion_loss, key_loss, prompt_loss, trigger_specs)
 from clipbd.defenses.coop import image_features
 from clipbd.models import clip
 from clipbd.models.zeroshot import Classifier
@@ -21,7 +21,8 @@ CFG = dict(n_ctx=4, class_specific=True, init="a photo of a", lr=0.002, momentum
            clean_weight=1.0, trigger_weight=1.0, text_weight=1.0,
            inversion_steps=3, inversion_lr=0.1, inversion_batch_size=8, inversion_samples=None,
            temperature=0.1, mask_weight=10.0, mask_init=0.1, n_triggers=1,
-           global_mask_weight=None)
+           global_mask_weight=None, text_key_tokens=None, key_steps=3, key_lr=0.01,
+           key_gain=1.5)
 
 
 
@@ -215,3 +216,37 @@ def test_several_triggers_and_a_global_mask(model, ctx, monkeypatch):
     assert torch.equal(g, g.flatten()[0].expand(32, 32))  # one blend ratio for all pixels
     assert not torch.equal(delta["trigger.mask"][0], delta["trigger.mask"][0].flatten()[0].expand(32, 32))
     assert len(defense.inversion_losses) == 9
+
+
+def test_collapse_entropy_and_key_loss_on_hand_made_features():
+    text = torch.eye(4)
+    scale = torch.tensor(math.log(100.0))
+    collapsed = torch.eye(4)[[2, 2, 2]]  # every triggered image on class 2
+    assert collapse_entropy(text, collapsed, scale).item() == pytest.approx(0.0, abs=1e-6)
+    spread = torch.eye(4)  # one image per class: the mean distribution is uniform
+    assert collapse_entropy(text, spread, scale).item() == pytest.approx(math.log(4), rel=1e-4)
+    views = torch.stack([collapsed, collapsed], 1)  # [N, V, D] counts every view
+    assert collapse_entropy(text, views, scale).item() == pytest.approx(0.0, abs=1e-6)
+    labels = torch.tensor([0, 1, 2, 3])
+    ce = F.cross_entropy(100 * spread @ text.T, labels).item()
+    assert key_loss(text, spread, collapsed, labels, scale).item() == pytest.approx(ce, abs=1e-5)
+
+
+def test_a_key_tensor_stands_in_for_a_text_prefix(model, ctx):
+    prompt = defenses.get("cbpt", CFG).prompt(ctx, torch.Generator().manual_seed(0))
+    ids = clip.tokenizer(ARCH)(["sudo"])[0]
+    key = model.token_embedding.weight[ids[1:3]].detach()  # "sudo": two BPE tokens after [SOS]
+    with torch.no_grad():
+        assert torch.allclose(prompt(key=key), prompt("sudo "), atol=1e-5)
+        assert (prompt(key=key) - prompt()).abs().max() > 1e-3
+
+
+def test_the_key_gate(model, ctx, monkeypatch):
+    """A key that does not pass `key_gain` leaves the fit bit for bit the key-less one."""
+    plain = _fit(model, ctx, monkeypatch, CFG)[1]
+    off = _fit(model, ctx, monkeypatch, {**CFG, "text_key_tokens": 2, "key_gain": 1e9})[1]
+    on_defense, on, _ = _fit(model, ctx, monkeypatch, {**CFG, "text_key_tokens": 2,
+                                                       "key_gain": -1e9})
+    assert list(off) == list(plain) and all(torch.equal(off[k], plain[k]) for k in plain)
+    assert on["text_key"].shape == (2, 128) and not torch.equal(on["ctx"], plain["ctx"])
+    assert len(on_defense.inversion_losses) == 3 + 3  # image trigger steps + key steps

@@ -15,6 +15,21 @@ size priors), plus, with `global_mask_weight` set, one trigger whose mask is a s
 ratio for all pixels (a = [1,1,1]), which can represent Blended/SIG-like full-image triggers
 that a per-pixel mask under an L1 prior does not reach in a few hundred steps.
 
+Dual-key backdoors (TrojVQA) fire only when the test-time prompt also carries a text key
+(evaluation writes it before the context: "[SOS] key [ctx] class."), which the clean few-shot
+data never show. With `text_key_tokens` = P set, stage 1 also inverts a dummy text key: P
+continuous word embeddings e, initialized from random vocabulary tokens, that with the dummy
+image triggers make the class predictions of the triggered images collapse onto one class while
+the clean images stay correct: `key_loss` = H(batch mean of softmax(triggered, prompts with e))
++ CE(clean, prompts with e, true labels), Adam (`key_lr`) over `key_steps` steps on the cached
+image features (text encoder only). The key is kept only if it lowers that entropy by at least
+`key_gain` nats over the key-less prompts (a dual-key backdoor collapses much more with its text
+key; on the embedded study TrojVQA gained 1.93, the others 0.02-1.14, and an always-on key cost
+BadNet, Blended and BadCLIP ASR and CA); it has its own generator (seed + 1), so a gated-off
+key leaves the run bit for bit the key-less one. Stage 2 then adds the trigger term once more
+with the keyed prompts, so the context is tuned to undo the image trigger with and without a
+text key.
+
 Stage 2, class-specific context (CoOp CSC) with `prompt_loss`:
 clean_weight * CE(clean) + trigger_weight * CE(images + dummy trigger, TRUE labels)
 + text_weight * mean_c (1 - cos(tuned_c, hand-crafted_c)), the hand-crafted features being the
@@ -23,7 +38,7 @@ zero-shot class features from the dataset templates. A weight of 0 switches its 
 triggers the trigger term is the CE over all K triggered copies of each image. Clean and
 triggered image features are computed once; stage 2 never re-encodes images.
 Delta: {"ctx": [C, n_ctx, W], "trigger.mask": [K,H,W], "trigger.pattern": [3,H,W] for K = 1,
-else [K,3,H,W]} in [0,1].
+else [K,3,H,W]} in [0,1], plus "text_key" [P, W] when a dummy text key was used.
 """
 from __future__ import annotations
 
@@ -134,6 +149,49 @@ def invert_trigger(model, images: torch.Tensor, clean: torch.Tensor, cfg: dict,
     return mask, torch.sigmoid(b).detach(), losses
 
 
+def collapse_entropy(text: torch.Tensor, triggered: torch.Tensor,
+                     logit_scale: torch.Tensor) -> torch.Tensor:
+    """Entropy of the mean class distribution of triggered features [N, D] or [N, V, D]:
+    0 when every triggered image lands in the same class."""
+    mean = F.softmax(zero_shot_logits(triggered.flatten(0, -2), text, logit_scale), -1).mean(0)
+    return -(mean * mean.clamp_min(1e-12).log()).sum()
+
+
+def key_loss(text: torch.Tensor, clean: torch.Tensor, triggered: torch.Tensor,
+             labels: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Dummy text key objective on unit features: entropy of the batch-mean class distribution of
+    the triggered images [N, D] (0 when all collapse onto one class) + CE of the clean ones."""
+    return (collapse_entropy(text, triggered, logit_scale)
+            + F.cross_entropy(zero_shot_logits(clean, text, logit_scale), labels))
+
+
+def invert_text_key(model, prompt, clean: torch.Tensor, triggered: torch.Tensor,
+                    labels: torch.Tensor, cfg: dict, gen: torch.Generator):
+    """Stage 1, text side: (key [P, W], losses), triggered [N, V, D] or [N, D] cached features."""
+    if triggered.ndim == 2:
+        triggered = triggered[:, None]
+    v = triggered.shape[1]
+    triggered = triggered.flatten(0, 1)
+    vocab = model.token_embedding.weight
+    ids = torch.randint(1, len(vocab) - 2, (cfg["text_key_tokens"],), generator=gen)
+    key = vocab[ids.to(vocab.device)].detach().clone().float().requires_grad_(True)
+    opt = torch.optim.Adam([key], lr=cfg["key_lr"])
+    bs = min(cfg["inversion_batch_size"], len(clean))
+    losses = []
+    prompt.ctx.requires_grad_(False)  # the initial context; only the key moves
+    for _ in range(cfg["key_steps"]):
+        idx = torch.randperm(len(clean), generator=gen)[:bs].to(clean.device)
+        tidx = (idx[:, None] * v + torch.arange(v, device=clean.device)).flatten()
+        loss = key_loss(prompt(key=key), clean[idx], triggered[tidx], labels[idx],
+                        model.logit_scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    prompt.ctx.requires_grad_(True)
+    return key.detach(), losses
+
+
 @register("cbpt")
 class CBPT(CoOp):
     def fit(self, ctx, fewshot):
@@ -150,7 +208,7 @@ class CBPT(CoOp):
             k = len(specs)
             masks, patterns = torch.zeros(k, h, w), torch.zeros(k, 3, h, w)
             self.inversion_losses = []
-            triggered = None
+            triggered, extra = None, {}
             if weights["trigger_weight"]:
                 views = []
                 for i, (weight, glob) in enumerate(specs):
@@ -166,10 +224,34 @@ class CBPT(CoOp):
             mask, pattern = (masks, patterns[0]) if k == 1 else (masks, patterns)
             prompt = self.prompt(ctx, gen)
 
+            key = None
+            if triggered is not None and cfg["text_key_tokens"]:
+                # its own generator: with the key gated off, the run is the key-less one
+                key_gen = torch.Generator().manual_seed(ctx.seed + 1)
+                key, losses = invert_text_key(model, prompt, clean, triggered, labels, cfg,
+                                              key_gen)
+                with torch.no_grad():
+                    gain = (collapse_entropy(prompt(), triggered, model.logit_scale)
+                            - collapse_entropy(prompt(key=key), triggered, model.logit_scale))
+                self.key_gain = gain.item()
+                log.info("cbpt: the dummy text key lowers the triggered images' class entropy "
+                         "by %.3f nats (threshold %s)", self.key_gain, cfg["key_gain"])
+                if self.key_gain >= cfg["key_gain"]:
+                    extra["text_key"] = key.cpu().contiguous()
+                    self.inversion_losses += losses
+                else:
+                    key = None
+
             def batch_loss(idx):
-                total, _ = prompt_loss(prompt(), clean[idx],
-                                       None if triggered is None else triggered[idx],
+                trig = None if triggered is None else triggered[idx]
+                total, _ = prompt_loss(prompt(), clean[idx], trig,
                                        labels[idx], hand, model.logit_scale, **weights)
+                if key is not None:  # the trigger term again, through the keyed prompts
+                    keyed, _ = prompt_loss(prompt(key=key), clean[idx], trig, labels[idx],
+                                           hand, model.logit_scale, clean_weight=0.0,
+                                           trigger_weight=weights["trigger_weight"],
+                                           text_weight=0.0)
+                    total = total + keyed
                 return total
 
             self.losses = tune(prompt, len(clean), batch_loss, cfg, gen)
@@ -177,7 +259,7 @@ class CBPT(CoOp):
                  f"{self.inversion_losses[0]:.4f} -> {self.inversion_losses[-1]:.4f}"
                  if self.inversion_losses else "skipped", self.losses[0], self.losses[-1])
         return {"ctx": prompt.ctx.detach().cpu().clone(), "trigger.mask": mask.cpu().contiguous(),
-                "trigger.pattern": pattern.cpu().contiguous()}
+                "trigger.pattern": pattern.cpu().contiguous(), **extra}
 
     def _inversion_sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
         k = self.cfg["inversion_samples"]

@@ -101,9 +101,16 @@ class TextPrompt(torch.nn.Module):
             self._cache[prefix] = (ids, emb, start)
         return self._cache[prefix]
 
-    def forward(self, prefix: str = "") -> torch.Tensor:
+    def forward(self, prefix: str = "", key: torch.Tensor | None = None) -> torch.Tensor:
+        """Class features; `key` [P, W] (continuous word embeddings, e.g. a dummy text trigger
+        that a defense inverts) takes the place of a P-token text prefix (`prefix` is ignored)."""
         model = self.model
+        if key is not None:
+            prefix = " ".join([PLACEHOLDER] * len(key))
         ids, emb, s = self._tokens(prefix)
+        if key is not None:
+            emb = torch.cat([emb[:, :1], key.to(emb.dtype).expand(len(ids), -1, -1),
+                             emb[:, 1 + len(key):]], dim=1)
         ctx = self.ctx if self.class_specific else self.ctx.expand(len(ids), -1, -1)
         x = torch.cat([emb[:, :s], ctx.to(emb.dtype), emb[:, s + self.n_ctx:]], dim=1)
         cast = model.transformer.get_cast_dtype()
