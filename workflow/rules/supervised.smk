@@ -17,7 +17,7 @@ if "supervised" in config:
         params:
             cfg=sup_trigger_cfg,
             code=sup_code("trigger"),
-        threads: 2
+        threads: threads_of("sup_trigger")
         log:
             "logs/supervised/trigger/{dataset}/{attack}.log",
         resources:
@@ -41,7 +41,7 @@ if "supervised" in config:
         params:
             cfg=sup_train_cfg,
             code=sup_code("train"),
-        threads: 2
+        threads: threads_of("sup_train")
         log:
             "logs/supervised/train/{dataset}/{attack}/rate~{rate}/seed~{seed}.log",
         resources:
@@ -70,7 +70,7 @@ if "supervised" in config:
         params:
             cfg=sup_defend_cfg,
             code=sup_code("defend"),
-        threads: 2
+        threads: threads_of("sup_defend")
         log:
             "logs/supervised/defend/{dataset}/{attack}/rate~{rate}/{defense}/{dvar}/seed~{seed}.log",
         resources:
