@@ -12,11 +12,11 @@ def test_every_source_file_is_fingerprinted_or_deliberately_left_out():
     from clipbd.supervised import attacks as sup_attacks, cli as sup_cli, defenses as sup_defenses
 
     for stage in ("train", "report"):
-        listed |= sup_cli.closure(*sup_cli.code_files(stage))
+        listed |= fp.closure(*sup_cli.code_files(stage))
     for name in sup_attacks.NAMES:
-        listed |= sup_cli.closure(*sup_cli.code_files("train", attack=name))
+        listed |= fp.closure(*sup_cli.code_files("train", attack=name))
     for name in sup_defenses.REGISTRY.names():
-        listed |= sup_cli.closure(*sup_cli.code_files("defend", defense=name))
+        listed |= fp.closure(*sup_cli.code_files("defend", defense=name))
     listed |= {"supervised/__init__.py", "supervised/cli.py", "supervised/config.py",
                "supervised/grid.py", "supervised/defenses/__init__.py"}  # planning, not jobs
     for path in fp.PKG.rglob("*.py"):
@@ -52,3 +52,11 @@ def test_method_files_follow_package_imports(tmp_path, monkeypatch):
                                                   "data/__init__.py", "data/store.py")
     finally:
         fp.method_files.cache_clear()
+
+
+def test_every_stage_covers_the_files_its_files_import():
+    """Editing any module a stage's code imports reruns that stage (CORE: every stage)."""
+    for stage, files in fp.STAGES.items():
+        py = [f for f in files if f.endswith(".py")]
+        missing = fp.closure(*py) - set(files) - set(fp.CORE)
+        assert not missing, f"stage {stage} imports {sorted(missing)} without fingerprinting them"

@@ -25,11 +25,12 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
                "train/__init__.py")
 MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",
           "models/configs/clipbd-tiny-vit.json")
-TRAIN = ("train/contrastive.py", "train/schedule.py", "train/state.py")
+TRAIN = ("train/contrastive.py", "train/optim.py", "train/schedule.py", "train/state.py",
+         "data/captions.py")
 STAGES: dict[str, tuple[str, ...]] = {
     "prepare": ("data/fashion_mnist.py", "data/synthetic.py", "data/image_folder.py",
                 "data/caption_csv.py"),
-    "pretrain": MODELS + TRAIN + ("data/captions.py",),
+    "pretrain": MODELS + TRAIN,
     "trigger": ("attacks/base.py",),
     "learn_trigger": MODELS + ("attacks/base.py",),
     "poison": ("attacks/base.py", "poison.py", "data/captions.py"),
@@ -98,12 +99,15 @@ def method_files(kind: str, name: str) -> tuple[str, ...]:
     exactly the methods that use them.
     """
     first = method_file(kind, name)
-    if not first:
-        return ()
-    seen, todo = set(), [first]
+    return tuple(sorted(closure(first))) if first else ()
+
+
+def closure(*files: str) -> set[str]:
+    """`files` (package-relative) and every package file they import, transitively."""
+    seen, todo = set(), [f for f in files if f]
     while todo:
         rel = todo.pop()
         if rel not in seen:
             seen.add(rel)
             todo.extend(_clipbd_imports(rel) - seen)
-    return tuple(sorted(seen))
+    return seen

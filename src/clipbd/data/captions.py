@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import torch
 
 from clipbd.data.store import ImageSet
-from clipbd.train.contrastive import CaptionedImages
+
+
+@dataclass
+class CaptionedImages:
+    images: torch.Tensor  # uint8 [N,H,W,3]
+    caption_ids: torch.Tensor  # long [N,K]: K candidate captions per image (indices into bank)
+    bank: torch.Tensor  # long [M,L]: tokenized captions
 
 
 def templated(parts: list[tuple[ImageSet, list[str]]], tok) -> CaptionedImages:

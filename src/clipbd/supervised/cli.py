@@ -59,19 +59,6 @@ def run(args) -> int:
     return 0
 
 
-def closure(*files: str) -> set[str]:
-    """`files` (package-relative) and every package file they import, transitively."""
-    from clipbd import fingerprint as fp
-
-    seen, todo = set(), [f for f in files if f]
-    while todo:
-        rel = todo.pop()
-        if rel not in seen:
-            seen.add(rel)
-            todo.extend(fp._clipbd_imports(rel) - seen)
-    return seen
-
-
 def fingerprint(*files: str) -> str:
     """sha256 over `files` (package-relative) and every package file they import."""
     import hashlib
@@ -79,7 +66,7 @@ def fingerprint(*files: str) -> str:
     from clipbd import fingerprint as fp
 
     h = hashlib.sha256()
-    for rel in sorted(closure(*files) | set(fp.CORE)):
+    for rel in sorted(fp.closure(*files) | set(fp.CORE)):
         h.update(rel.encode() + b"\0" + fp._file_hash(rel).encode() + b"\n")
     return h.hexdigest()[:16]
 

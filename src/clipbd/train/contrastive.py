@@ -6,13 +6,13 @@ and caption choice a seeded draw per step, so a resumed run sees the same batche
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from clipbd import accel
+from clipbd.data.captions import CaptionedImages
 from clipbd.data.store import to_float
 from clipbd.models.zeroshot import Normalize
 from clipbd.train.optim import make_optimizer
@@ -20,13 +20,6 @@ from clipbd.train.schedule import set_lr, warmup_cosine
 from clipbd.train.state import TrainState
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CaptionedImages:
-    images: torch.Tensor  # uint8 [N,H,W,3]
-    caption_ids: torch.Tensor  # long [N,K]: K candidate captions per image (indices into bank)
-    bank: torch.Tensor  # long [M,L]: tokenized captions
 
 
 def clip_loss(image_features, text_features, scale) -> torch.Tensor:
