@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from clipbd import accel
+from clipbd import accel, models  # models: open_clip on first use
 from clipbd.artifacts import load_tensors, save_tensors, write_sidecar
 from clipbd.data.store import load_split, to_float
 from clipbd.models.zeroshot import Classifier
@@ -60,9 +60,7 @@ def write(cfg: dict, model_path: str, test_path: str, poisoned_path: str, out: s
           code: str) -> None:
     """The `features` step: encode the clean (and, for an attack, the triggered) test set."""
     t0 = time.time()
-    from clipbd.models import clip
-
-    model, _ = clip.load_checkpoint(model_path)
+    model, _ = models.load_checkpoint(model_path)
     accel.place(model).eval()
     bs = cfg["eval_batch_size"]
     tensors = {CLEAN: encode(model, load_split(test_path).images, bs)}

@@ -1,7 +1,6 @@
 """One function per CLI verb. Each reads its inputs, writes one artifact atomically, and a sidecar."""
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from clipbd import accel, attacks, features
+from clipbd import accel, attacks, defenses, features, models  # models: open_clip on first use
 from clipbd.artifacts import (load_tensors, read_json, save_tensors, sha256_file, write_json,
                               write_sidecar)
 from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_split, synthetic
@@ -21,21 +20,6 @@ from clipbd.train import contrastive
 from clipbd.train.state import TrainState, resumable
 
 log = logging.getLogger("clipbd")
-
-
-class _Lazy:
-    """A module imported on first attribute access: open_clip + torchvision cost ~1.5 s of
-    start-up, and the data, trigger and poisoning jobs never build a model."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, attr):
-        return getattr(importlib.import_module(self._name), attr)
-
-
-clip = _Lazy("clipbd.models.clip")
-defenses = _Lazy("clipbd.defenses")
 
 
 def _sidecar(out, step, cfg, inputs, code, seed, started, **extra):
@@ -73,20 +57,20 @@ def pretrain(cfg, splits: dict[str, str], out, code):
     t0 = time.time()
     m, p = cfg["model"], cfg["pretrain"]
     if m["weights"]:
-        model = clip.load_pretrained(m["arch"], m["weights"], m["sha256"])
-        clip.save_checkpoint(out, model, m["arch"])
+        model = models.load_pretrained(m["arch"], m["weights"], m["sha256"])
+        models.save_checkpoint(out, model, m["arch"])
         _sidecar(out, "pretrain", cfg, [m["weights"]], code, cfg["seed"], t0)
         return
     torch.manual_seed(cfg["seed"])
-    model = accel.place(clip.create(m["arch"]))
-    tok = clip.tokenizer(m["arch"])
+    model = accel.place(models.create(m["arch"]))
+    tok = models.tokenizer(m["arch"])
     parts = [(load_split(splits[n]), cfg["datasets"][n]["templates"]) for n in p["datasets"]]
     data = templated(parts, tok)
     state = TrainState(out, _config_hash(cfg))
     losses = contrastive.train(model, data, steps=p["steps"], batch_size=p["batch_size"],
                                lr=p["lr"], weight_decay=p["weight_decay"], warmup=p["warmup"],
                                seed=cfg["seed"], state=state, desc="pretrain")
-    clip.save_checkpoint(out, model, m["arch"])
+    models.save_checkpoint(out, model, m["arch"])
     state.clear()
     _sidecar(out, "pretrain", cfg, list(splits.values()), code, cfg["seed"], t0,
              final_loss=losses[-1] if losses else None)
@@ -105,8 +89,8 @@ def learn_trigger(cfg, model_path, splits: dict[str, str], out, code):
     attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
     model, tok = None, None
     if model_path:
-        model, arch = clip.load_checkpoint(model_path)
-        tok = clip.tokenizer(arch)
+        model, arch = models.load_checkpoint(model_path)
+        tok = models.tokenizer(arch)
     ds = cfg["datasets"][cfg["target_dataset"]]
     corpus = [(n, load_split(splits[n]), cfg["datasets"][n]["templates"]) for n in splits]
     ctx = attacks.TriggerContext(model, tok, corpus, cfg["target_dataset"], ds["target"],
@@ -146,15 +130,15 @@ def poison_test(cfg, trigger_path, test_path, out, code):
 def backdoor(cfg, clean_path, poisoned_path, out, code):
     t0 = time.time()
     b = cfg["backdoor"]
-    model, arch = clip.load_checkpoint(clean_path)
+    model, arch = models.load_checkpoint(clean_path)
     accel.place(model)
-    data = fixed(load_split(poisoned_path), clip.tokenizer(arch))
+    data = fixed(load_split(poisoned_path), models.tokenizer(arch))
     state = TrainState(out, _config_hash([cfg, sha256_file(clean_path), sha256_file(poisoned_path)]))
     torch.manual_seed(cfg["seed"])
     losses = contrastive.train(model, data, steps=b["steps"], batch_size=b["batch_size"],
                                lr=b["lr"], weight_decay=b["weight_decay"], warmup=b["warmup"],
                                seed=cfg["seed"], state=state, desc="backdoor")
-    clip.save_checkpoint(out, model, arch)
+    models.save_checkpoint(out, model, arch)
     state.clear()
     _sidecar(out, "backdoor", cfg, [clean_path, poisoned_path], code, cfg["seed"], t0,
              final_loss=losses[-1])
@@ -173,7 +157,7 @@ def sample_fewshot(cfg, train_path, out, code):
 def _context(cfg, model, arch, dataset=None, train=None):
     ds = cfg["datasets"][dataset or cfg["dataset"]]
     classes = dataset_classes(ds)
-    return defenses.DefenseContext(model, clip.tokenizer(arch), classes, ds["templates"],
+    return defenses.DefenseContext(model, models.tokenizer(arch), classes, ds["templates"],
                                    cfg["run_seed"], train)
 
 
@@ -189,7 +173,7 @@ def tuning_set(cfg, train, indices):
 def defend(cfg, model_path, fewshot_path, train_path, out, code):
     """Fit on the few-shot draw of the tuning dataset (`tune_dataset`, default the evaluated one)."""
     t0 = time.time()
-    model, arch = clip.load_checkpoint(model_path)
+    model, arch = models.load_checkpoint(model_path)
     accel.place(model)
     torch.manual_seed(cfg["run_seed"])
     defense = defenses.get(cfg["defense"], cfg["params"])
@@ -207,7 +191,7 @@ def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code, f
     """Metrics of model + delta; from cached image features when the defense leaves the
     image encoder alone (`features_path`, see clipbd.features), else by encoding the images."""
     t0 = time.time()
-    model, arch = clip.load_checkpoint(model_path)
+    model, arch = models.load_checkpoint(model_path)
     accel.place(model)
     ctx = _context(cfg, model, arch)
     defense = defenses.get(cfg["defense"], cfg["params"])

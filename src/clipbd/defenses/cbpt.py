@@ -160,7 +160,8 @@ def collapse_entropy(text: torch.Tensor, triggered: torch.Tensor,
 def key_loss(text: torch.Tensor, clean: torch.Tensor, triggered: torch.Tensor,
              labels: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Dummy text key objective on unit features: entropy of the batch-mean class distribution of
-    the triggered images [N, D] (0 when all collapse onto one class) + CE of the clean ones."""
+    the triggered images [N, D] or [N, V, D] (0 when all collapse onto one class) + CE of the
+    clean ones."""
     return (collapse_entropy(text, triggered, logit_scale)
             + F.cross_entropy(zero_shot_logits(clean, text, logit_scale), labels))
 
@@ -168,10 +169,6 @@ def key_loss(text: torch.Tensor, clean: torch.Tensor, triggered: torch.Tensor,
 def invert_text_key(model, prompt, clean: torch.Tensor, triggered: torch.Tensor,
                     labels: torch.Tensor, cfg: dict, gen: torch.Generator):
     """Stage 1, text side: (key [P, W], losses), triggered [N, V, D] or [N, D] cached features."""
-    if triggered.ndim == 2:
-        triggered = triggered[:, None]
-    v = triggered.shape[1]
-    triggered = triggered.flatten(0, 1)
     vocab = model.token_embedding.weight
     ids = torch.randint(1, len(vocab) - 2, (cfg["text_key_tokens"],), generator=gen)
     key = vocab[ids.to(vocab.device)].detach().clone().float().requires_grad_(True)
@@ -181,8 +178,7 @@ def invert_text_key(model, prompt, clean: torch.Tensor, triggered: torch.Tensor,
     prompt.ctx.requires_grad_(False)  # the initial context; only the key moves
     for _ in range(cfg["key_steps"]):
         idx = torch.randperm(len(clean), generator=gen)[:bs].to(clean.device)
-        tidx = (idx[:, None] * v + torch.arange(v, device=clean.device)).flatten()
-        loss = key_loss(prompt(key=key), clean[idx], triggered[tidx], labels[idx],
+        loss = key_loss(prompt(key=key), clean[idx], triggered[idx], labels[idx],
                         model.logit_scale)
         opt.zero_grad()
         loss.backward()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipbd import accel
 from clipbd.data.store import to_float
 from clipbd.defenses import register
 from clipbd.defenses.base import Defense
@@ -33,7 +34,7 @@ def image_features(model, images: torch.Tensor, transform: Callable | None = Non
     """Unit features [N, D] of uint8 images [N,H,W,3], in batches on the model's device;
     `transform` maps each float batch [B,3,H,W] in [0,1] first (e.g. adds a trigger)."""
     clf = Classifier(model, torch.nn.Identity()).eval()
-    dev = next(model.parameters()).device
+    dev = accel.device_of(model)
     out = []
     for i in range(0, len(images), batch):
         x = to_float(images[i:i + batch]).to(dev)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipbd import accel
 from clipbd.data.store import to_float
 from clipbd.defenses import register
 from clipbd.defenses.base import Defense
@@ -64,7 +65,7 @@ class VPT(Defense):
     def fit(self, ctx, fewshot):
         c = self.cfg
         model = ctx.model
-        dev = next(model.parameters()).device
+        dev = accel.device_of(model)
         blocks = self.blocks(model.visual)
         width = model.visual.class_embedding.shape[-1]
         prompter = VisualPrompts(model.visual, blocks,
