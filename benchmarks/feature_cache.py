@@ -10,7 +10,6 @@ writes the figures to results/benchmarks/feature_cache.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

@@ -100,6 +100,8 @@ CASES = [
     ("unknown dataset kind", [("datasets.shapes.kind", "imagenet")],
      "`datasets.shapes.kind`", "expected enum"),
     ("grid block without attacks", [("grid.0.attacks", DELETE)], "`grid[0]`", "add it"),
+    ("oracle trigger for the clean model", [("defenses.cbpt.oracle_trigger", True)],
+     "`defenses.cbpt.oracle_trigger`", "leave clean out of that block"),
 ]
 
 

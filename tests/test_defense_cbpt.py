@@ -22,7 +22,7 @@ CFG = dict(n_ctx=4, class_specific=True, init="a photo of a", lr=0.002, momentum
            inversion_steps=3, inversion_lr=0.1, inversion_batch_size=8, inversion_samples=None,
            temperature=0.1, mask_weight=10.0, mask_init=0.1, n_triggers=1,
            global_mask_weight=None, text_key_tokens=None, key_steps=3, key_lr=0.01,
-           key_gain=1.5)
+           key_gain=1.5, oracle_trigger=False)
 
 
 
@@ -250,3 +250,34 @@ def test_the_key_gate(model, ctx, monkeypatch):
     assert list(off) == list(plain) and all(torch.equal(off[k], plain[k]) for k in plain)
     assert on["text_key"].shape == (2, 128) and not torch.equal(on["ctx"], plain["ctx"])
     assert len(on_defense.inversion_losses) == 3 + 3  # image trigger steps + key steps
+
+
+def _corner(images):  # the "real" trigger of the oracle tests: a white 4x4 corner
+    out = images.clone()
+    out[:, :4, :4] = 255
+    return out
+
+
+def test_the_oracle_trigger_replaces_the_inversion(model, ctx, monkeypatch):
+    seen = []
+    oracle = DefenseContext(model, ctx.tokenizer, ctx.classes, ctx.templates, seed=0,
+                            oracle_trigger=lambda x: seen.append(x) or _corner(x))
+    cfg = {**CFG, "oracle_trigger": True, "text_key_tokens": 2, "key_gain": -1e9}
+    defense, delta, calls = _fit(model, oracle, monkeypatch, cfg)
+    assert len(seen) == 1 and torch.equal(seen[0], fewshot().images)
+    assert calls == [16, 16]  # clean, then the real-triggered copies: no inversion, no dummy key
+    assert defense.inversion_losses == [] and list(delta) == ["ctx", "trigger.mask",
+                                                              "trigger.pattern"]
+    assert torch.equal(delta["trigger.mask"], torch.zeros(1, 32, 32))
+    plain = _fit(model, ctx, monkeypatch, {**CFG, "trigger_weight": 0.0})[1]
+    assert not torch.equal(delta["ctx"], plain["ctx"])
+    # a dual-key attack's real text key: the trigger term again, through "sudo [ctx] class."
+    keyed = DefenseContext(model, ctx.tokenizer, ctx.classes, ctx.templates, seed=0,
+                           oracle_trigger=_corner, oracle_key="sudo ")
+    with_key = _fit(model, keyed, monkeypatch, cfg)[1]
+    assert "text_key" not in with_key and not torch.equal(with_key["ctx"], delta["ctx"])
+
+
+def test_the_oracle_needs_a_trigger(model, ctx):
+    with pytest.raises(ValueError, match="oracle_trigger: this run has no attack trigger"):
+        defenses.get("cbpt", {**CFG, "oracle_trigger": True}).fit(ctx, fewshot())

@@ -144,6 +144,36 @@ def test_tuning_on_another_dataset_without_the_target_class_is_planned(study):
     assert f"results/defenses/fmnist/badnet/default/{run}/delta.safetensors" in res.stdout
 
 
+def test_cbpt_with_the_real_trigger(study):
+    """The oracle ablation: the defend job reads the attack's stored trigger and fingerprints
+    the attack's code; the plain CBPT runs are untouched."""
+    from clipbd.fingerprint import defend_files, fingerprint
+
+    cfg = yaml.safe_load((study / "config.yaml").read_text())
+    extra = {"datasets": ["fmnist"], "attacks": ["badnet", "trojvqa"], "defenses": ["cbpt"],
+             "shots": [4], "seeds": [0], "defense_params": {"oracle_trigger": [True]}}
+    (study / "oracle.yaml").write_text(yaml.safe_dump({**cfg, "grid": cfg["grid"] + [extra]}))
+    run = "cbpt/oracle_trigger~true/shots~4/seed~0"
+    targets = [f"results/metrics/fmnist/{a}/default/{run}/metrics.json"
+               for a in ("badnet", "trojvqa")]
+    args = (*targets, "--configfile", str(study / "oracle.yaml"))
+    assert planned_jobs(study, *args) == {"defend": 2, "evaluate": 2}
+    res = snakemake(study, *args)
+    assert res.returncode == 0, res.stderr[-5000:]
+    for attack, trigger in (("badnet", "trigger"), ("trojvqa", "learned")):
+        side = read_json(study / f"results/defenses/fmnist/{attack}/default/{run}"
+                               "/delta.safetensors.json")
+        path = f"results/triggers/fmnist/{attack}/default/{trigger}.safetensors"
+        assert side["inputs"][path] == sha256_file(study / path)
+        files = defend_files("cbpt", attack, {"oracle_trigger": True})
+        assert f"attacks/{attack}.py" in files and "poison.py" in files
+        assert side["code"] == fingerprint("defend", *files)
+        assert side["code"] != fingerprint("defend", *defend_files("cbpt", attack, {}))
+        metrics = read_json(study / f"results/metrics/fmnist/{attack}/default/{run}/metrics.json")
+        assert metrics["metrics"]["defense_variant"] == "oracle_trigger~true"
+    assert planned_jobs(study) == {}
+
+
 def test_bad_config_fails_before_any_job(tmp_path):
     cfg = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
     cfg["grid"][0]["attacks"] = ["clean", "badnett"]

@@ -34,7 +34,8 @@ VERBS = {
                  [("--clean", {}), ("--poisoned", {}), ("--out", {})]),
     "fewshot": ("Draw k images per class (seeded, stratified).", [("--train", {}), ("--out", {})]),
     "defend": ("Fit a defense on few-shot clean data; store only its delta.",
-               [("--model", {}), ("--fewshot", {}), ("--train", {}), ("--out", {})]),
+               [("--model", {}), ("--fewshot", {}), ("--train", {}),
+                ("--trigger", {"default": ""}), ("--out", {})]),
     "evaluate": ("Metrics (CA, ASR, ASR_all, PA) of a model + defense delta.",
                  [("--model", {}), ("--delta", {"default": ""}), ("--test", {}),
                   ("--poisoned", {"default": ""}), ("--features", {"default": ""}),
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     elif v == "fewshot":
         steps.sample_fewshot(cfg, args.train, args.out, args.code)
     elif v == "defend":
-        steps.defend(cfg, args.model, args.fewshot, args.train, args.out, args.code)
+        steps.defend(cfg, args.model, args.fewshot, args.train, args.out, args.code,
+                     args.trigger)
     elif v == "evaluate":
         steps.evaluate(cfg, args.model, args.delta, args.test, args.poisoned, args.out, args.code,
                        args.features)

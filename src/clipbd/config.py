@@ -116,6 +116,11 @@ def check(cfg: dict) -> None:
                                   f"{name!r}; known: {', '.join(known_defenses)}")
         _check_overrides(cfg, b, block, "attack", block["attacks"])
         _check_overrides(cfg, b, block, "defense", block["defenses"])
+        for name in block["defenses"]:
+            if CLEAN in block["attacks"] and cfg["defenses"].get(name, {}).get("oracle_trigger"):
+                raise ConfigError(f"config key `defenses.{name}.oracle_trigger`: attack {CLEAN!r} "
+                                  f"of grid[{b}] has no trigger to give it; set it per block "
+                                  "(grid `defense_params`) or leave clean out of that block")
     check_backbones(cfg)
     check_paths(cfg)
 

@@ -102,6 +102,15 @@ def method_files(kind: str, name: str) -> tuple[str, ...]:
     return tuple(sorted(closure(first))) if first else ()
 
 
+def defend_files(defense: str, attack: str, params: dict) -> tuple[str, ...]:
+    """The method files of a `defend` job: the defense's, plus the attack's and the poisoning
+    code when the defense applies the attack's real trigger (CBPT's `oracle_trigger`)."""
+    files = method_files("defense", defense)
+    if params.get("oracle_trigger") and attack != "clean":
+        files += tuple(sorted(closure("poison.py", method_file("attack", attack))))
+    return files
+
+
 def closure(*files: str) -> set[str]:
     """`files` (package-relative) and every package file they import, transitively."""
     seen, todo = set(), [f for f in files if f]

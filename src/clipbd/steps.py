@@ -170,8 +170,18 @@ def tuning_set(cfg, train, indices):
     return sub
 
 
-def defend(cfg, model_path, fewshot_path, train_path, out, code):
-    """Fit on the few-shot draw of the tuning dataset (`tune_dataset`, default the evaluated one)."""
+def oracle(cfg, trigger_path):
+    """(uint8 images -> the same images carrying the attack's real trigger, its text key):
+    what CBPT's `oracle_trigger` ablation tunes on in place of the inverted dummies."""
+    name, a = cfg["row"]["attack"], cfg["attack"]
+    attack = attacks.get(name, a["params"], a["image_size"])
+    trig, _ = load_tensors(trigger_path)
+    return lambda images: apply_in_batches(attack, images, trig, a["seed"] + 3), attack.text_prefix
+
+
+def defend(cfg, model_path, fewshot_path, train_path, out, code, trigger_path=""):
+    """Fit on the few-shot draw of the tuning dataset (`tune_dataset`, default the evaluated one);
+    `trigger_path`: the attack's stored trigger, for defenses that apply it (`oracle_trigger`)."""
     t0 = time.time()
     model, arch = models.load_checkpoint(model_path)
     accel.place(model)
@@ -180,7 +190,9 @@ def defend(cfg, model_path, fewshot_path, train_path, out, code):
     train = load_split(train_path)
     sub = tuning_set(cfg, train, read_json(fewshot_path)["indices"])
     ctx = _context(cfg, model, arch, cfg["params"].get("tune_dataset"), train)
-    inputs = [model_path, fewshot_path, train_path]
+    if trigger_path:
+        ctx.oracle_trigger, ctx.oracle_key = oracle(cfg, trigger_path)
+    inputs = [model_path, fewshot_path, train_path] + ([trigger_path] if trigger_path else [])
     with resumable(out, _config_hash([cfg, *map(sha256_file, inputs)])):  # killed: resume
         delta = defense.fit(ctx, sub)
         save_tensors(out, delta, {"defense": cfg["defense"]})

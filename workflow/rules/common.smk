@@ -1,7 +1,7 @@
 # Grid expansion, input functions, params builders, wildcard constraints.
 import json
 
-from clipbd.fingerprint import fingerprint, method_files
+from clipbd.fingerprint import defend_files, fingerprint, method_files
 from clipbd.grid import backbone, resolved_params, decode_variant
 
 R = "results"
@@ -152,6 +152,16 @@ def tune_dataset(wildcards):
 def fewshot_for(wildcards):
     tune = tune_dataset(wildcards)
     return f"{R}/data/{tune}/fewshot/shots~{wildcards.shots}/seed~{wildcards.seed}.json"
+
+
+def oracle_trigger(wildcards):
+    """Whether the run's defense applies the attack's real trigger (CBPT's ablation)."""
+    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
+    return bool(params.get("oracle_trigger")) and wildcards.attack != "clean"
+
+
+def oracle_trigger_for(wildcards):
+    return trigger_for(wildcards) if oracle_trigger(wildcards) else []
 
 
 def tune_train_for(wildcards):

@@ -6,11 +6,12 @@ rule defend:
         model=model_for,
         fewshot=fewshot_for,
         train=tune_train_for,
+        trigger=oracle_trigger_for,
     output:
         f"{R}/defenses/{RUN}/delta.safetensors",
     params:
         cfg=run_cfg,
-        code=code_for("defend", "defense"),
+        code=defend_code,
     threads: threads_of("defend")
     conda:
         ENV
@@ -24,4 +25,4 @@ rule defend:
     shell:
         "python -m clipbd defend --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --model {input.model} --fewshot {input.fewshot} "
-        "--train {input.train} --out {output} 2> {log}"
+        "--train {input.train} --trigger={input.trigger} --out {output} 2> {log}"

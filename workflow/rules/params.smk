@@ -43,11 +43,18 @@ def run_cfg(wildcards):
            "seed": int(wildcards.seed), "attack_variant": wildcards.avar,
            "defense_variant": wildcards.dvar, "poison_rate": attack_params.get("poison_rate"),
            **decode_variant(wildcards.avar), **decode_variant(wildcards.dvar)}
+    oracle = {"attack": {"params": attack_params, "image_size": config["image_size"],
+                         "seed": config["seed"]}} if oracle_trigger(wildcards) else {}
     return as_json({"dataset": wildcards.dataset, "defense": wildcards.defense,
                     "params": params, "run_seed": int(wildcards.seed), "row": row,
                     "datasets": {n: config["datasets"][n] for n in
                                  {wildcards.dataset, tune_dataset(wildcards)}},
-                    "eval_batch_size": config["eval_batch_size"]})
+                    "eval_batch_size": config["eval_batch_size"], **oracle})
+
+
+def defend_code(wildcards):
+    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
+    return fingerprint("defend", *defend_files(wildcards.defense, wildcards.attack, params))
 
 
 def audit_cfg(wildcards):

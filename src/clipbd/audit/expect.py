@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clipbd.fingerprint import fingerprint, method_files
+from clipbd.fingerprint import defend_files, fingerprint, method_files
 from clipbd.grid import resolved_params
 
 STAGE = {"poison_test": "poison"}  # sidecar step -> fingerprint stage, where they differ
@@ -36,6 +36,8 @@ def code(step: str, cfg: dict) -> str | None:
     stage = STAGE.get(step, step)
     try:
         m = method(step, cfg)
+        if step == "defend" and m:
+            return fingerprint(stage, *defend_files(m[1], cfg["row"]["attack"], cfg["params"]))
         return fingerprint(stage, *(method_files(*m) if m else ()))
     except (KeyError, ValueError):
         return None

@@ -6,6 +6,7 @@ backdoored checkpoint is never copied.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -21,6 +22,9 @@ class DefenseContext:
     templates: list[str]
     seed: int
     train: ImageSet | None = None  # the dataset's whole training split (defenses that draw a clean corpus)
+    # the attack's real trigger (uint8 images -> triggered) and text key, for an oracle ablation
+    oracle_trigger: Callable[[torch.Tensor], torch.Tensor] | None = None
+    oracle_key: str = ""
 
     def zero_shot_head(self, prefix: str = "") -> ZeroShotHead:
         feats = class_text_features(self.model, self.tokenizer, self.classes, self.templates, prefix)

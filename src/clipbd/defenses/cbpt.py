@@ -37,6 +37,9 @@ zero-shot class features from the dataset templates. A weight of 0 switches its 
 (trigger_weight 0 also skips stage 1; the stored trigger is then all zeros). With K > 1 dummy
 triggers the trigger term is the CE over all K triggered copies of each image. Clean and
 triggered image features are computed once; stage 2 never re-encodes images.
+Ablation `oracle_trigger`: stage 2 gets the attack's real trigger applied to the few-shot images
+(and a dual-key attack's real text key) in place of the dummies; nothing is inverted and the
+stored trigger is all zeros. It bounds what better inversion could give.
 Delta: {"ctx": [C, n_ctx, W], "trigger.mask": [K,H,W], "trigger.pattern": [3,H,W] for K = 1,
 else [K,3,H,W]} in [0,1], plus "text_key" [P, W] when a dummy text key was used.
 """
@@ -205,7 +208,13 @@ class CBPT(CoOp):
             masks, patterns = torch.zeros(k, h, w), torch.zeros(k, 3, h, w)
             self.inversion_losses = []
             triggered, extra = None, {}
-            if weights["trigger_weight"]:
+            oracle = weights["trigger_weight"] and cfg["oracle_trigger"]
+            if oracle:  # the ablation: the attack's real trigger, no inversion
+                if ctx.oracle_trigger is None:
+                    raise ValueError("defenses.cbpt.oracle_trigger: this run has no attack "
+                                     "trigger (attack `clean`, or `defend` without --trigger)")
+                triggered = image_features(model, ctx.oracle_trigger(images))
+            elif weights["trigger_weight"]:
                 views = []
                 for i, (weight, glob) in enumerate(specs):
                     sample = self._inversion_sample(len(images), gen)
@@ -220,8 +229,11 @@ class CBPT(CoOp):
             mask, pattern = (masks, patterns[0]) if k == 1 else (masks, patterns)
             prompt = self.prompt(ctx, gen)
 
-            key = None
-            if triggered is not None and cfg["text_key_tokens"]:
+            keyed = None  # the class features through prompts carrying a text key
+            if oracle:
+                if ctx.oracle_key:
+                    keyed = lambda: prompt(ctx.oracle_key)  # noqa: E731
+            elif triggered is not None and cfg["text_key_tokens"]:
                 # its own generator: with the key gated off, the run is the key-less one
                 key_gen = torch.Generator().manual_seed(ctx.seed + 1)
                 key, losses = invert_text_key(model, prompt, clean, triggered, labels, cfg,
@@ -235,19 +247,18 @@ class CBPT(CoOp):
                 if self.key_gain >= cfg["key_gain"]:
                     extra["text_key"] = key.cpu().contiguous()
                     self.inversion_losses += losses
-                else:
-                    key = None
+                    keyed = lambda: prompt(key=key)  # noqa: E731
 
             def batch_loss(idx):
                 trig = None if triggered is None else triggered[idx]
                 total, _ = prompt_loss(prompt(), clean[idx], trig,
                                        labels[idx], hand, model.logit_scale, **weights)
-                if key is not None:  # the trigger term again, through the keyed prompts
-                    keyed, _ = prompt_loss(prompt(key=key), clean[idx], trig, labels[idx],
+                if keyed is not None:  # the trigger term again, through the keyed prompts
+                    again, _ = prompt_loss(keyed(), clean[idx], trig, labels[idx],
                                            hand, model.logit_scale, clean_weight=0.0,
                                            trigger_weight=weights["trigger_weight"],
                                            text_weight=0.0)
-                    total = total + keyed
+                    total = total + again
                 return total
 
             self.losses = tune(prompt, len(clean), batch_loss, cfg, gen)
