@@ -48,8 +48,12 @@ def test_default_grid_is_every_attack_against_the_prompt_defenses():
 
 def test_full_grid_is_every_attack_by_every_defense():
     runs = grid.expand(config.resolve({**copy.deepcopy(RAW), **copy.deepcopy(FULL)}))
-    # 8 models (clean + 7 attacks) x 9 defenses, less TrojVQA x {linear probe, FST}
-    assert len(runs) == 8 * 9 - 2
+    # 8 models (clean + 7 attacks) x 9 defenses, less TrojVQA x {linear probe, FST}, plus
+    # CBPT with each attack's real trigger (the oracle ablation)
+    assert len(runs) == 8 * 9 - 2 + 7
+    oracle = [r for r in runs if r.dvar != "default"]
+    assert {r.attack for r in oracle} == ATTACKS and {r.defense for r in oracle} == {"cbpt"}
+    assert {r.dvar for r in oracle} == {"oracle_trigger~true"}
     assert {r.attack for r in runs} == ATTACKS | {"clean"}
     assert ("trojvqa", "linear_probe") not in {(r.attack, r.defense) for r in runs}
     assert {r.shots for r in runs if r.defense != "none"} == {16}
