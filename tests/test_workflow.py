@@ -165,10 +165,10 @@ def test_cbpt_with_the_real_trigger(study):
                                "/delta.safetensors.json")
         path = f"results/triggers/fmnist/{attack}/default/{trigger}.safetensors"
         assert side["inputs"][path] == sha256_file(study / path)
-        files = defend_files("cbpt", attack, {"oracle_trigger": True})
+        files = defend_files("cbpt", attack, True)
         assert f"attacks/{attack}.py" in files and "poison.py" in files
         assert side["code"] == fingerprint("defend", *files)
-        assert side["code"] != fingerprint("defend", *defend_files("cbpt", attack, {}))
+        assert side["code"] != fingerprint("defend", *defend_files("cbpt", attack, False))
         metrics = read_json(study / f"results/metrics/fmnist/{attack}/default/{run}/metrics.json")
         assert metrics["metrics"]["defense_variant"] == "oracle_trigger~true"
     assert planned_jobs(study) == {}

@@ -102,11 +102,11 @@ def method_files(kind: str, name: str) -> tuple[str, ...]:
     return tuple(sorted(closure(first))) if first else ()
 
 
-def defend_files(defense: str, attack: str, params: dict) -> tuple[str, ...]:
+def defend_files(defense: str, attack: str, real_trigger: bool) -> tuple[str, ...]:
     """The method files of a `defend` job: the defense's, plus the attack's and the poisoning
-    code when the defense applies the attack's real trigger (CBPT's `oracle_trigger`)."""
+    code when the defense applies the attack's real trigger (`grid.real_trigger`)."""
     files = method_files("defense", defense)
-    if params.get("oracle_trigger") and attack != "clean":
+    if real_trigger:
         files += tuple(sorted(closure("poison.py", method_file("attack", attack))))
     return files
 

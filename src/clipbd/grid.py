@@ -138,6 +138,12 @@ def expand(cfg: dict) -> list[Run]:
     return list(runs.values())
 
 
+def real_trigger(attack: str, defense_params: dict) -> bool:
+    """Whether a run's defense is handed the attack's real trigger (CBPT's `oracle_trigger`
+    ablation): its `defend` job then reads the stored trigger and the attack's code."""
+    return bool(defense_params.get("oracle_trigger")) and attack != CLEAN
+
+
 def resolved_params(cfg: dict, kind: str, name: str, variant: str) -> dict:
     """The config block of one attack/defense with a variant's overrides applied."""
     if name == CLEAN:

@@ -2,7 +2,7 @@
 import json
 
 from clipbd.fingerprint import defend_files, fingerprint, method_files
-from clipbd.grid import backbone, resolved_params, decode_variant
+from clipbd.grid import backbone, real_trigger, resolved_params, decode_variant
 
 R = "results"
 ENV = "../../environment.yml"  # used with --software-deployment-method conda
@@ -157,7 +157,7 @@ def fewshot_for(wildcards):
 def oracle_trigger(wildcards):
     """Whether the run's defense applies the attack's real trigger (CBPT's ablation)."""
     params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
-    return bool(params.get("oracle_trigger")) and wildcards.attack != "clean"
+    return real_trigger(wildcards.attack, params)
 
 
 def oracle_trigger_for(wildcards):

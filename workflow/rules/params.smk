@@ -53,8 +53,8 @@ def run_cfg(wildcards):
 
 
 def defend_code(wildcards):
-    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
-    return fingerprint("defend", *defend_files(wildcards.defense, wildcards.attack, params))
+    files = defend_files(wildcards.defense, wildcards.attack, oracle_trigger(wildcards))
+    return fingerprint("defend", *files)
 
 
 def audit_cfg(wildcards):

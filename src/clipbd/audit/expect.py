@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from clipbd.fingerprint import defend_files, fingerprint, method_files
-from clipbd.grid import resolved_params
+from clipbd.grid import real_trigger, resolved_params
 
 STAGE = {"poison_test": "poison"}  # sidecar step -> fingerprint stage, where they differ
 ATTACK_STEPS = ("trigger", "learn_trigger", "poison", "poison_test")
@@ -37,7 +37,9 @@ def code(step: str, cfg: dict) -> str | None:
     try:
         m = method(step, cfg)
         if step == "defend" and m:
-            return fingerprint(stage, *defend_files(m[1], cfg["row"]["attack"], cfg["params"]))
+            attack = cfg["row"]["attack"]
+            return fingerprint(stage, *defend_files(m[1], attack,
+                                                    real_trigger(attack, cfg["params"])))
         return fingerprint(stage, *(method_files(*m) if m else ()))
     except (KeyError, ValueError):
         return None
