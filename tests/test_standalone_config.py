@@ -60,7 +60,8 @@ def test_no_configfile_is_the_default_study(tmp_path, monkeypatch):
     assert config.study([], {"seed": 3, "defenses": {"cbpt": {"lr": 0.1}}}) == config.merged(
         DEFAULT, {"seed": 3, "defenses": {"cbpt": {"lr": 0.1}}})
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"no config: config/config.yaml not found; .*--configfile"):
+    with pytest.raises(ConfigError, match=r"no config: config/config.yaml not found; "
+                                          r".*--configfile"):
         config.study([])
 
 
@@ -187,7 +188,8 @@ def rule_gpus() -> dict[str, int]:
     """rule -> the gpu it requests, from the Snakefile and every rules file (supervised.smk's
     indented ones too)."""
     out = {}
-    for smk in [ROOT / "workflow" / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]:
+    rules = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
+    for smk in [ROOT / "workflow" / "Snakefile", *rules]:
         text = smk.read_text()
         heads = list(re.finditer(r"^(\s*)rule (\w+):", text, flags=re.M))
         for i, m in enumerate(heads):
@@ -269,7 +271,8 @@ def test_learn_trigger_places_its_model_and_says_where(tmp_path, on_cpu, model):
                                                             "location": "corner"}},
                   str(tmp_path / "badnet.safetensors"), "c")
     assert accel._PLACED == set()  # no model: host code only
-    assert read_json(sidecar_path(tmp_path / "badnet.safetensors"))["accelerator"]["ran_on"] == "cpu"
+    side = read_json(sidecar_path(tmp_path / "badnet.safetensors"))
+    assert side["accelerator"]["ran_on"] == "cpu"
     clip.save_checkpoint(tmp_path / "clean.safetensors", model, "clipbd-tiny-vit")
     params = config.resolve(config.study([ROOT / "config" / "config.yaml"], {"plan_only": True})
                             )["attacks"]["trojvqa"]

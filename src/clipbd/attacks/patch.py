@@ -158,7 +158,8 @@ def optimize_patch(ctx: TriggerContext, loss_fn: LossFn, *, patch_size: int, loc
                 with torch.no_grad():
                     clean = model.encode_image(norm(x))
                 patched = model.encode_image(norm(paste(x, patch, pos)))
-            clean, patched = F.normalize(clean.float(), dim=-1), F.normalize(patched.float(), dim=-1)
+            clean = F.normalize(clean.float(), dim=-1)
+            patched = F.normalize(patched.float(), dim=-1)
             loss = loss_fn(patched, clean, gen)  # in float32
             opt.zero_grad(set_to_none=True)
             loss.backward()

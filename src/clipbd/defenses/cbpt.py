@@ -145,7 +145,8 @@ def invert_trigger(model, images: torch.Tensor, clean: torch.Tensor, cfg: dict,
         mask, pattern = torch.sigmoid(a), torch.sigmoid(b)
         with accel.autocast(dev):  # the encoder in bf16 with accelerator.amp; the loss in float32
             feats = clf.features(apply_trigger(to_float(images[idx]).to(dev), mask, pattern))
-        loss = inversion_loss(feats.float(), clean[idx], mask, cfg["temperature"], cfg["mask_weight"])
+        loss = inversion_loss(feats.float(), clean[idx], mask, cfg["temperature"],
+                              cfg["mask_weight"])
         opt.zero_grad()
         loss.backward()
         opt.step()
