@@ -86,6 +86,7 @@ def probe(cfg: dict, model_path: str, delta_path: str, test_path: str, poisoned_
     norm = Normalize(model)
     variants = {**benign_perturbations(clean, cfg.get("run_seed", 0)),
                 "trigger": to_float(trig[:n])}
+
     def run(images):  # on the model's device; the results back on the host
         return [t.cpu() for t in encode(model.visual, norm(accel.to(images, dev)), prompts)]
 
