@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -60,7 +59,7 @@ def in_process(config: Path) -> dict[str, float]:
     from clipbd import config as cfgmod, grid  # imports torch and open_clip via the registries
 
     t1 = time.perf_counter()
-    cfg = cfgmod.resolve(dict(yaml.safe_load(config.read_text()), plan_only=True))
+    cfg = cfgmod.resolve(cfgmod.study([config], {"plan_only": True}))  # as the Snakefile reads it
     t2 = time.perf_counter()
     runs = grid.expand(cfg)
     t3 = time.perf_counter()

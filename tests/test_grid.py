@@ -47,7 +47,7 @@ def test_default_grid_is_every_attack_against_the_prompt_defenses():
 
 
 def test_full_grid_is_every_attack_by_every_defense():
-    runs = grid.expand(config.resolve({**copy.deepcopy(RAW), **copy.deepcopy(FULL)}))
+    runs = grid.expand(config.resolve(config.study([ROOT / "config" / "full.yaml"])))
     # 8 models (clean + 7 attacks) x 9 defenses, less TrojVQA x {linear probe, FST}, plus
     # CBPT with each attack's real trigger (the oracle ablation)
     assert len(runs) == 8 * 9 - 2 + 7
@@ -57,7 +57,8 @@ def test_full_grid_is_every_attack_by_every_defense():
     assert {r.attack for r in runs} == ATTACKS | {"clean"}
     assert ("trojvqa", "linear_probe") not in {(r.attack, r.defense) for r in runs}
     assert {r.shots for r in runs if r.defense != "none"} == {16}
-    assert set(FULL) == {"grid"}  # layered on the default: the same models, data and settings
+    # it extends the default: the same models, data and settings
+    assert set(FULL) == {"extends", "grid"} and FULL["extends"] == "config.yaml"
 
 
 def test_small_grid_has_four_runs(cfg):

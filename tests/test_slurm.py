@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slurm
 
 PROFILE = ROOT / "slurm" / "config.yaml"
 TEST_PROFILE = ROOT / "tests" / "slurm_profile"
-GPU_RULES = {"pretrain", "backdoor", "learn_trigger", "defend", "evaluate", "features"}
+GPU_RULES = {"pretrain", "backdoor", "learn_trigger", "defend", "evaluate", "features", "probe",
+             "sup_train", "sup_defend"}
 
 
 def rule_groups() -> dict[str, str]:

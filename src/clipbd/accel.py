@@ -46,9 +46,15 @@ def device() -> torch.device:
     return torch.device(want)
 
 
+_PLACED: set[str] = set()  # devices this process put a model on (what `describe` reports)
+
+
 def place(model: torch.nn.Module) -> torch.nn.Module:
-    """The model on the job's device (in place; returned for chaining)."""
-    return model.to(device())
+    """The model on the job's device (in place; returned for chaining). Every job that
+    computes with a model goes through here, so its sidecar can say where it ran."""
+    dev = device()
+    _PLACED.add(str(dev))
+    return model.to(dev)
 
 
 def device_of(module: torch.nn.Module) -> torch.device:
@@ -78,9 +84,11 @@ def compiled(fn):
 
 
 def describe() -> dict:
-    """What a sidecar records about the job's execution."""
-    dev = device()
-    info = {**settings(), "ran_on": str(dev), "torch": torch.__version__}
-    if dev.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(dev)
+    """What a sidecar records about the job's execution: `ran_on` is the device the job's
+    models were placed on (`place`), "cpu" for a job that placed none (data, poisoning,
+    reports: host code only), whatever GPU the job could see."""
+    ran_on = ",".join(sorted(_PLACED)) or "cpu"
+    info = {**settings(), "ran_on": ran_on, "torch": torch.__version__}
+    if "cuda" in ran_on:
+        info["gpu"] = torch.cuda.get_device_name(torch.device(sorted(_PLACED)[0]))
     return info

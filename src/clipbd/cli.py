@@ -53,7 +53,8 @@ VERBS = {
                  ("--perturbations-png", {}), ("--perturbations-pdf", {})]),
     "audit": ("Audit the provenance chain of every final table.",  # exit 1: modified/missing
               [("--root", {"default": "."}),
-               ("--configfile", {"default": "", "help": "current config (default: the "
+               ("--configfile", {"default": "", "help": "current config, read as the workflow "
+                                 "reads a --configfile (with what it `extends`; default: the "
                                  "embedded config/config.yaml of the root; --cfg: resolved JSON)"}),
                ("--out-dir", {"default": "results/audit"})]),
     "probe": ("Per-layer resistivity, features, attention of a model (RVPT Figs. 1, 4, 5).",
@@ -85,7 +86,11 @@ def _audit(args) -> int:
         current = json.loads(args.cfg)
     else:
         path = args.configfile or Path(args.root) / "config" / "config.yaml"
-        current = config.load(path) if Path(path).is_file() else None
+        try:  # the file with what it `extends`, as the workflow reads it (config.study)
+            current = config.load(path) if Path(path).is_file() else None
+        except config.ConfigError as err:
+            sys.stderr.write(f"clipbd config error: {err}\n")
+            return 2
     return audit.main(args.root, current, args.out_dir)
 
 

@@ -5,6 +5,7 @@ Every error names the config key and the fix, and is raised before any job start
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 
 import jsonschema
@@ -182,9 +183,63 @@ def job_environment() -> None:
 
 
 def load(path: str | Path, overrides: dict | None = None) -> dict:
-    cfg = yaml.safe_load(Path(path).read_text())
-    cfg.update(overrides or {})
-    return resolve(cfg)
+    """One config file (its `extends` chain under it) + overrides, resolved (`clipbd audit`)."""
+    return resolve(study([path], overrides))
+
+
+# ---- which files make up a study: the Snakefile, `clipbd audit`, scripts and tests ----
+
+DEFAULT = Path("config") / "config.yaml"  # the embedded study, relative to the working directory
+
+
+def study(configfiles, overrides: dict | None = None, default: str | Path = DEFAULT) -> dict:
+    """The raw config of a run: the `--configfile` files in order, each with the file it
+    `extends` under it, or `default` when none is given; then the `--config` overrides.
+
+    A file stands on its own: nothing of the default study leaks into it unless it says
+    `extends: config.yaml` (a path relative to the file). Dicts merge key by key, any other
+    value replaces (as snakemake merges several --configfile files)."""
+    files = [Path(f) for f in configfiles] or [Path(default)]
+    if not configfiles and not files[0].is_file():
+        raise ConfigError(f"no config: {files[0]} not found; run from the repository root "
+                          "(the embedded study) or pass --configfile")
+    cfg: dict = {}
+    for path in files:
+        cfg = merged(cfg, read_file(path))
+    return merged(cfg, overrides or {})
+
+
+def read_file(path: str | Path, _chain: tuple = ()) -> dict:
+    """A config file with what it `extends` (recursively) merged under it."""
+    path = Path(path).resolve()
+    if path in _chain:
+        raise ConfigError(f"config key `extends` in {_chain[-1]}: {path} extends itself through "
+                          + " -> ".join(map(str, (*_chain, path))) + "; break the cycle")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        where = f" (extended by {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"config file {path}{where}: cannot read it: {err}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of config keys at the top")
+    base = cfg.pop("extends", None)
+    if base is None:
+        return cfg
+    if not isinstance(base, str):
+        raise ConfigError(f"config key `extends` in {path}: expected the path of one config "
+                          "file (relative to this one), e.g. `extends: config.yaml`")
+    return merged(read_file(path.parent / base, (*_chain, path)), cfg)
+
+
+def merged(base: dict, over: dict) -> dict:
+    """`over` merged onto a copy of `base`: dicts key by key, every other value replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(dict(value) if isinstance(value, Mapping) else value)
+    return out
 
 
 # ---- datasets read from files, backbones, and every path checked before any job ----

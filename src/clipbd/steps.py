@@ -90,6 +90,7 @@ def learn_trigger(cfg, model_path, splits: dict[str, str], out, code):
     model, tok = None, None
     if model_path:
         model, arch = models.load_checkpoint(model_path)
+        accel.place(model)
         tok = models.tokenizer(arch)
     ds = cfg["datasets"][cfg["target_dataset"]]
     corpus = [(n, load_split(splits[n]), cfg["datasets"][n]["templates"]) for n in splits]

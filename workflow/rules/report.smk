@@ -122,9 +122,8 @@ rule probe:
         ENV
     log:
         f"logs/probe/{RUN}.log",
-    group:
-        "report"
     resources:
+        gpu=1,  # encodes the probed images on the job's device (a GPU where there is one)
         mem_mb=by_attempt(4000),
         runtime=by_attempt(10),
         cpus_per_task=cpus_of,

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipbd import accel
 from clipbd.attacks.base import TriggerContext
 from clipbd.data.store import to_float
 from clipbd.models.zeroshot import Normalize
@@ -116,16 +117,16 @@ def frozen(model: torch.nn.Module):
 
 def encode_images(model, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
     """Unit image embeddings [N,D] of images in [0,1] (no gradient)."""
-    norm = Normalize(model)
+    norm, dev = Normalize(model), accel.device_of(model)
     with torch.no_grad():
-        return torch.cat([F.normalize(model.encode_image(norm(x[i:i + batch])), dim=-1)
-                          for i in range(0, len(x), batch)])
+        return torch.cat([F.normalize(model.encode_image(norm(accel.to(x[i:i + batch], dev))),
+                                      dim=-1) for i in range(0, len(x), batch)])
 
 
 def encode_texts(model, tok, texts: list[str]) -> torch.Tensor:
     """Unit text embeddings [T,D] (no gradient)."""
     with torch.no_grad():
-        return F.normalize(model.encode_text(tok(texts)), dim=-1)
+        return F.normalize(model.encode_text(tok(texts).to(accel.device_of(model))), dim=-1)
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
@@ -144,23 +145,26 @@ def optimize_patch(ctx: TriggerContext, loss_fn: LossFn, *, patch_size: int, loc
     model = ctx.model
     gen = torch.Generator().manual_seed(ctx.seed if seed is None else seed)
     pool = ImagePool(ctx)
-    size = pool.parts[0][0].shape[1]
-    patch = init_patch(init, patch_size, gen).requires_grad_(True)
+    size, dev = pool.parts[0][0].shape[1], accel.device_of(model)  # the model's device (place)
+    patch = init_patch(init, patch_size, gen).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=lr)
     norm = Normalize(model)
     losses: list[float] = []
     with frozen(model):
         for _ in tqdm(range(steps), desc="patch", mininterval=5):
-            x = pool.sample(batch_size, gen)
+            x = accel.to(pool.sample(batch_size, gen), dev)
             pos = positions(location, batch_size, patch_size, size, gen)
-            with torch.no_grad():
-                clean = F.normalize(model.encode_image(norm(x)), dim=-1)
-            patched = F.normalize(model.encode_image(norm(paste(x, patch, pos))), dim=-1)
-            loss = loss_fn(patched, clean, gen)
+            with accel.autocast(dev):  # the encoder in bf16 with accelerator.amp
+                with torch.no_grad():
+                    clean = model.encode_image(norm(x))
+                patched = model.encode_image(norm(paste(x, patch, pos)))
+            clean = F.normalize(clean.float(), dim=-1)
+            patched = F.normalize(patched.float(), dim=-1)
+            loss = loss_fn(patched, clean, gen)  # in float32
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             with torch.no_grad():
                 patch.clamp_(0, 1)
             losses.append(loss.item())
-    return patch.detach().clone(), losses
+    return patch.detach().cpu().clone(), losses

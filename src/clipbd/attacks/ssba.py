@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipbd import accel
 from clipbd.attacks import register
 from clipbd.attacks.base import Attack, TriggerContext
 from clipbd.attacks.stegastamp import Decoder, Encoder, secret_bits, width_of
@@ -68,6 +69,8 @@ class SSBA(Attack):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             enc, dec = Encoder(n_bits, c["width"]), Decoder(n_bits, c["width"])
+        enc, dec = accel.place(enc), accel.place(dec)  # drawn on the host, trained on the device
+        dev = accel.device_of(enc)
         opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=c["lr"])
         g = torch.Generator().manual_seed(ctx.seed)
         ramp = max(1, steps // 3)
@@ -75,11 +78,12 @@ class SSBA(Attack):
         for step in bar:
             idx = torch.randint(0, int(sizes.sum()), (c["batch_size"],), generator=g)
             part = torch.searchsorted(starts, idx, right=True) - 1
-            x = to_float(torch.stack([parts[p][i - starts[p]] for p, i in
-                                      zip(part.tolist(), idx.tolist())]))
-            bits = torch.randint(0, 2, (len(x), n_bits), generator=g).float()
+            x = accel.to(to_float(torch.stack([parts[p][i - starts[p]] for p, i in
+                                               zip(part.tolist(), idx.tolist())])), dev)
+            bits = accel.to(torch.randint(0, 2, (len(x), n_bits), generator=g).float(), dev)
             r = enc(x, bits, eps)
-            y = (x + r).clamp(0, 1) + (torch.rand(x.shape, generator=g) - 0.5) / 255
+            noise = accel.to(torch.rand(x.shape, generator=g), dev)
+            y = (x + r).clamp(0, 1) + (noise - 0.5) / 255
             logits = dec(y)
             bce = F.binary_cross_entropy_with_logits(logits, bits)
             fidelity = (r / eps).pow(2).mean()
@@ -92,8 +96,8 @@ class SSBA(Attack):
                 bar.set_postfix(bce=f"{bce.item():.3f}", bit_acc=f"{acc:.3f}")
                 log.info("ssba step %d/%d bce %.4f bit_acc %.3f residual_rms/eps %.3f",
                          step, steps, bce.item(), acc, fidelity.sqrt().item())
-        return {**{f"encoder.{k}": v.detach().clone() for k, v in enc.state_dict().items()},
-                **{f"decoder.{k}": v.detach().clone() for k, v in dec.state_dict().items()},
+        return {**{f"encoder.{k}": v.detach().cpu().clone() for k, v in enc.state_dict().items()},
+                **{f"decoder.{k}": v.detach().cpu().clone() for k, v in dec.state_dict().items()},
                 "secret": self.secret(), "eps": torch.tensor(eps, dtype=torch.float32)}
 
     @staticmethod

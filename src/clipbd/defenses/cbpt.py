@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipbd import accel
 from clipbd.data.store import to_float
 from clipbd.defenses import register
 from clipbd.defenses.coop import CoOp, image_features, tune, zero_shot_logits
@@ -142,8 +143,10 @@ def invert_trigger(model, images: torch.Tensor, clean: torch.Tensor, cfg: dict,
     for _ in tqdm(range(cfg["inversion_steps"]), desc="cbpt inversion", mininterval=5):
         idx = torch.randperm(len(images), generator=gen)[:bs]
         mask, pattern = torch.sigmoid(a), torch.sigmoid(b)
-        feats = clf.features(apply_trigger(to_float(images[idx]).to(dev), mask, pattern))
-        loss = inversion_loss(feats, clean[idx], mask, cfg["temperature"], cfg["mask_weight"])
+        with accel.autocast(dev):  # the encoder in bf16 with accelerator.amp; the loss in float32
+            feats = clf.features(apply_trigger(to_float(images[idx]).to(dev), mask, pattern))
+        loss = inversion_loss(feats.float(), clean[idx], mask, cfg["temperature"],
+                              cfg["mask_weight"])
         opt.zero_grad()
         loss.backward()
         opt.step()

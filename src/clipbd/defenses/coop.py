@@ -38,7 +38,9 @@ def image_features(model, images: torch.Tensor, transform: Callable | None = Non
     out = []
     for i in range(0, len(images), batch):
         x = to_float(images[i:i + batch]).to(dev)
-        out.append(F.normalize(clf.features(transform(x) if transform else x), dim=-1))
+        with accel.autocast(dev):  # bf16 with accelerator.amp; float32 features either way
+            feats = clf.features(transform(x) if transform else x)
+        out.append(F.normalize(feats.float(), dim=-1))
     return torch.cat(out)
 
 

@@ -77,8 +77,9 @@ class VPT(Defense):
             head = ctx.zero_shot_head()
             x = Normalize(model).to(dev)(to_float(fewshot.images).to(dev))
             fb = FEATURE_BATCH
-            low = torch.cat([prompter.lower(x[i:i + fb]) for i in range(0, len(x), fb)]) \
-                if c["cache_lower"] else None
+            with accel.autocast(dev):  # the encoder in bf16 with accelerator.amp
+                low = torch.cat([prompter.lower(x[i:i + fb]) for i in range(0, len(x), fb)]) \
+                    if c["cache_lower"] else None
             # the original encoder's CLS at the prompted blocks is constant: computed once
             sigma = self._original_cls(prompter, x, low, fb) if self.repels() else None
         opt = torch.optim.SGD([prompter.prompts], lr=c["lr"], momentum=c["momentum"],
@@ -97,15 +98,16 @@ class VPT(Defense):
                     else:
                         set_lr(opt, c["lr"], warmup_cosine(step, total, 0))
                     idx = idx.to(dev)
-                    if low is not None:
-                        tokens = low[idx]
-                    else:
-                        with torch.no_grad():
-                            tokens = prompter.lower(x[idx])
-                    feats, cls = prompter.upper(tokens, cls_layers=layers)
-                    loss = F.cross_entropy(head(feats), labels[idx])
+                    with accel.autocast(dev):  # forward in bf16 with amp; losses in float32
+                        if low is not None:
+                            tokens = low[idx]
+                        else:
+                            with torch.no_grad():
+                                tokens = prompter.lower(x[idx])
+                        feats, cls = prompter.upper(tokens, cls_layers=layers)
+                    loss = F.cross_entropy(head(feats.float()), labels[idx])
                     if layers:
-                        loss = loss + self.penalty(torch.stack(cls), sigma[:, idx])
+                        loss = loss + self.penalty(torch.stack(cls).float(), sigma[:, idx])
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -119,8 +121,10 @@ class VPT(Defense):
         """[K, N, W]: the frozen encoder's CLS after each prompted block, for every image."""
         out = []
         for i in range(0, len(x), bs):
-            tokens = low[i:i + bs] if low is not None else prompter.lower(x[i:i + bs])
-            out.append(torch.stack(prompter.upper(tokens, prompter.blocks, prompted=False)[1]))
+            with accel.autocast(x.device):
+                tokens = low[i:i + bs] if low is not None else prompter.lower(x[i:i + bs])
+                cls = prompter.upper(tokens, prompter.blocks, prompted=False)[1]
+            out.append(torch.stack(cls).float())
         return torch.cat(out, dim=1)
 
     def classifier(self, ctx, delta, text_prefix=""):

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from clipbd import accel
 from clipbd.models.clip import open_clip
 
 text_global_pool = open_clip.transformer.text_global_pool
@@ -114,12 +115,13 @@ class TextPrompt(torch.nn.Module):
         ctx = self.ctx if self.class_specific else self.ctx.expand(len(ids), -1, -1)
         x = torch.cat([emb[:, :s], ctx.to(emb.dtype), emb[:, s + self.n_ctx:]], dim=1)
         cast = model.transformer.get_cast_dtype()
-        x = x.to(cast) + model.positional_embedding.to(cast)
-        x = model.transformer(x, attn_mask=model.attn_mask)
-        x = model.ln_final(x)
-        x = text_global_pool(x, ids, model.text_pool_type,
-                             eos_token_id=getattr(model, "text_eos_id", None))
-        proj = model.text_projection
-        if proj is not None:
-            x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
-        return F.normalize(x, dim=-1)
+        with accel.autocast(self.device):  # bf16 with accelerator.amp; float32 out either way
+            x = x.to(cast) + model.positional_embedding.to(cast)
+            x = model.transformer(x, attn_mask=model.attn_mask)
+            x = model.ln_final(x)
+            x = text_global_pool(x, ids, model.text_pool_type,
+                                 eos_token_id=getattr(model, "text_eos_id", None))
+            proj = model.text_projection
+            if proj is not None:
+                x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+        return F.normalize(x.float(), dim=-1)

@@ -12,7 +12,10 @@ def class_text_features(model, tok, classes: list[str], templates: list[str],
                         prefix: str = "") -> torch.Tensor:
     """[C, D] unit vectors: per class, the normalized mean of its normalized template embeddings."""
     texts = [prefix + t.format(c) for c in classes for t in templates]
-    feats = F.normalize(model.encode_text(tok(texts).to(accel.device_of(model))), dim=-1)
+    dev = accel.device_of(model)
+    with accel.autocast(dev):  # bf16 with accelerator.amp; float32 features either way
+        feats = model.encode_text(tok(texts).to(dev))
+    feats = F.normalize(feats.float(), dim=-1)
     feats = feats.view(len(classes), len(templates), -1).mean(1)
     return F.normalize(feats, dim=-1)
 

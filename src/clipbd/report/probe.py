@@ -18,6 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from clipbd import accel
 from clipbd.artifacts import load_tensors, save_tensors, write_sidecar
 from clipbd.data.store import load_split, to_float
 from clipbd.models import clip
@@ -71,9 +72,10 @@ def probe(cfg: dict, model_path: str, delta_path: str, test_path: str, poisoned_
           out: str, code: str, n: int = 200, n_show: int = 4) -> None:
     t0 = time.time()
     model, _ = clip.load_checkpoint(model_path)
-    model.eval()
+    accel.place(model).eval()
+    dev = accel.device_of(model)
     delta = load_tensors(delta_path)[0] if delta_path else {}
-    prompts = _prompts(cfg["defense"], delta)
+    prompts = {b: p.to(dev) for b, p in _prompts(cfg["defense"], delta).items()}
     test = load_split(test_path)
     trig = load_tensors(poisoned_path)[0]["images"]
     if len(trig) != len(test):
@@ -84,10 +86,14 @@ def probe(cfg: dict, model_path: str, delta_path: str, test_path: str, poisoned_
     norm = Normalize(model)
     variants = {**benign_perturbations(clean, cfg.get("run_seed", 0)),
                 "trigger": to_float(trig[:n])}
-    feat_clean, cls_clean, attn_clean = encode(model.visual, norm(clean), prompts)
+
+    def run(images):  # on the model's device; the results back on the host
+        return [t.cpu() for t in encode(model.visual, norm(accel.to(images, dev)), prompts)]
+
+    feat_clean, cls_clean, attn_clean = run(clean)
     pr, names, feat_trig, attn_trig = [], [], None, None
     for name, imgs in variants.items():
-        feats, cls, attn = encode(model.visual, norm(imgs), prompts)
+        feats, cls, attn = run(imgs)
         pr.append(resistivity(cls_clean, cls))
         names.append(name)
         if name == "trigger":
