@@ -79,6 +79,7 @@ def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, 
     masks are kept as extra["image_key_only"] and extra["text_key_only"]. Text-only decoys
     draw from `decoy_templates[dataset]` (the poisoning templates; default the parts' own).
     """
+    attack.bind_corpus(parts, target, seed)
     rng = random.Random(seed)
     pool = [(name, i) for name, data, _ in parts for i in range(len(data))]
     if corpus_size > len(pool):

@@ -94,7 +94,8 @@ def learn_trigger(cfg, model_path, splits: dict[str, str], out, code):
     ds = cfg["datasets"][cfg["target_dataset"]]
     corpus = [(n, load_split(splits[n]), cfg["datasets"][n]["templates"]) for n in splits]
     ctx = attacks.TriggerContext(model, tok, corpus, cfg["target_dataset"], ds["target"],
-                                 ds["templates"], cfg["seed"])
+                                 ds["templates"], cfg["seed"],
+                                 tuple(cfg["backdoor"]["datasets"]))
     torch.manual_seed(cfg["seed"])
     save_tensors(out, attack.learn(ctx), {"attack": cfg["attack"]})
     _sidecar(out, "learn_trigger", cfg, [model_path, *splits.values()], code, cfg["seed"], t0)
