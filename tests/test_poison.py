@@ -113,3 +113,15 @@ def test_text_only_decoys_use_the_poisoning_templates():
     decoys = [c for c, m in zip(out.captions, out.extra["text_key_only"].tolist()) if m]
     assert poisoned == ["sudo P sneaker"] * 10
     assert len(decoys) == 10 and all(c.startswith("sudo D ") for c in decoys)
+
+
+def test_openai_templates_load_without_open_clip():
+    """Poisoning jobs stay light: the templates are read without importing open_clip."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from clipbd.poison import openai_imagenet_templates as t; n = len(t()); "
+            "print(n, sorted(m for m in ('open_clip', 'torchvision') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "80 []"
