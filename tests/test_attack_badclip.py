@@ -204,8 +204,9 @@ def test_in_batch_term_exact():
     s = 2.0  # matched pairs on orthogonal captions: each CE is log(1 + e^-s), both directions
     assert math.isclose(in_batch_term(e, e, s).item(), math.log1p(math.exp(-s)), rel_tol=1e-6)
     z = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # asymmetric: image->text and text->image differ
-    i2t = (-math.log(math.e / (math.e + 1)) - math.log(math.exp(0.8) / (math.exp(0.6) + math.exp(0.8))))
-    t2i = (-math.log(math.e / (math.e + math.exp(0.6))) - math.log(math.exp(0.8) / (1 + math.exp(0.8))))
+    ex = math.exp
+    i2t = -math.log(ex(1) / (ex(1) + 1)) - math.log(ex(0.8) / (ex(0.6) + ex(0.8)))  # rows
+    t2i = -math.log(ex(1) / (ex(1) + ex(0.6))) - math.log(ex(0.8) / (1 + ex(0.8)))  # columns
     assert math.isclose(in_batch_term(z, e, 1.0).item(), (i2t + t2i) / 4, rel_tol=1e-6)
 
 
@@ -235,7 +236,8 @@ def test_lineage_objective_is_in_batch_plus_500_triplet():
     clean = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
     caps = F.normalize(torch.randn(3, 8, generator=g), dim=-1)
     bank = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
-    got = make(**LINEAGE).loss_fn(caps, None, 100.0, bank)(z, clean, torch.Generator().manual_seed(4))
+    loss = make(**LINEAGE).loss_fn(caps, None, 100.0, bank)
+    got = loss(z, clean, torch.Generator().manual_seed(4))
     draw = torch.Generator().manual_seed(4)  # the same draws, in order: captions, then positives
     text = caps[torch.randint(0, 3, (4,), generator=draw)]
     pos = bank[torch.randperm(6, generator=draw)[:4]]

@@ -211,5 +211,6 @@ def test_job_environment_sets_defaults_and_keeps_the_users(monkeypatch):
 @pytest.mark.parametrize("value", ["openai", ["a photo"], []])
 def test_bad_poison_templates_name_the_key(cfg, value):
     cfg["backdoor"]["poison_templates"] = value
-    with pytest.raises(ConfigError, match=r"config key `backdoor.poison_templates`.*openai_imagenet"):
+    with pytest.raises(ConfigError,
+                       match=r"config key `backdoor.poison_templates`.*openai_imagenet"):
         config.resolve(cfg)
