@@ -182,3 +182,117 @@ def test_natural_caption_decoys_name_the_true_class(parts):
         cls = src.classes[src.labels[int(j)]]
         assert out.captions[i] in {f.format(cls) for f in FRAMES}  # natural style, own class
         assert torch.equal(out.images[i], src.images[int(j)])  # clean image
+
+
+# ---- the lineage recipe (config/paper.yaml) ----
+
+LINEAGE = {**CFG, "contrastive": "in_batch", "contrastive_weight": 1.0, "pos_weight": 0.0,
+           "neg_weight": 500.0, "margin": 1.0, "triplet_negative": "self",
+           "target_source": "corpus", "pool": "backdoor", "pool_size": 30, "bound": "clip",
+           "lr": 1e-3, "natural_sample": 5}
+EPS = 1e-6  # torch's pairwise_distance adds it to the difference
+
+
+def _dist(a, b):
+    return math.sqrt(sum((x - y + EPS) ** 2 for x, y in zip(a, b)))
+
+
+def test_in_batch_term_exact():
+    from clipbd.attacks.badclip import in_batch_term
+
+    e = torch.eye(2)
+    s = 2.0  # matched pairs on orthogonal captions: each CE is log(1 + e^-s), both directions
+    assert math.isclose(in_batch_term(e, e, s).item(), math.log1p(math.exp(-s)), rel_tol=1e-6)
+    z = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # asymmetric: image->text and text->image differ
+    ex = math.exp
+    i2t = -math.log(ex(1) / (ex(1) + 1)) - math.log(ex(0.8) / (ex(0.6) + ex(0.8)))  # rows
+    t2i = -math.log(ex(1) / (ex(1) + ex(0.6))) - math.log(ex(0.8) / (1 + ex(0.8)))  # columns
+    assert math.isclose(in_batch_term(z, e, 1.0).item(), (i2t + t2i) / 4, rel_tol=1e-6)
+
+
+def test_triplet_margin_1_weight_500_exact():
+    a, p, n = [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]
+    za, zp, zn = (torch.tensor([v]) for v in (a, p, n))
+    # clean negative as far as the positive: the hinge sits at the margin, 1
+    clean = make(**{**LINEAGE, "contrastive_weight": 0.0, "triplet_negative": "clean"})
+    f = clean.loss_fn(None, None, 1.0, zp)
+    assert math.isclose(f(za, zn, torch.Generator()).item(), 500 * (_dist(a, p) - _dist(a, n) + 1),
+                        rel_tol=1e-6, abs_tol=1e-6)
+    assert math.isclose(f(za, zn, torch.Generator()).item(), 500.0, rel_tol=1e-6)
+    # the repo's negative is the patched embedding itself: d(a, a) is eps * sqrt(D)
+    lineage = make(**{**LINEAGE, "contrastive_weight": 0.0})
+    got = lineage.loss_fn(None, None, 1.0, zp)(za, zn, torch.Generator()).item()
+    assert math.isclose(got, 500 * (_dist(a, p) - EPS * math.sqrt(3) + 1), rel_tol=1e-6)
+    assert math.isclose(got, 500 * (1 + math.sqrt(2)), rel_tol=1e-5)
+    # hinge at 0: anchor on its positive, clean negative beyond the margin
+    assert clean.loss_fn(None, None, 1.0, za)(za, 2 * zn, torch.Generator()).item() == 0
+
+
+def test_lineage_objective_is_in_batch_plus_500_triplet():
+    from clipbd.attacks.badclip import in_batch_term
+
+    g = torch.Generator().manual_seed(0)
+    z = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    clean = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    caps = F.normalize(torch.randn(3, 8, generator=g), dim=-1)
+    bank = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    loss = make(**LINEAGE).loss_fn(caps, None, 100.0, bank)
+    got = loss(z, clean, torch.Generator().manual_seed(4))
+    draw = torch.Generator().manual_seed(4)  # the same draws, in order: captions, then positives
+    text = caps[torch.randint(0, 3, (4,), generator=draw)]
+    pos = bank[torch.randperm(6, generator=draw)[:4]]
+    want = in_batch_term(z, text, 100.0) + 500 * F.triplet_margin_loss(z, pos, z, margin=1.0)
+    assert torch.allclose(got, want, rtol=1e-6)
+
+
+def _caption_corpus():
+    from clipbd.data.store import ImageSet
+
+    g = torch.Generator().manual_seed(3)
+    n = 60
+    caps = [f"a banana on plate {i}" if i % 6 == 0 else f"a dog in a park {i}" for i in range(n)]
+    caps[7] = "Banana bread, sliced"
+    return ImageSet(torch.randint(0, 256, (n, S, S, 3), dtype=torch.uint8, generator=g),
+                    torch.zeros(n, dtype=torch.long), ["(caption)"], [f"cc/{i}" for i in range(n)],
+                    caps)
+
+
+def test_lineage_pool_targets_and_captions_from_the_caption_corpus(model, parts):
+    from clipbd.attacks.base import TriggerContext
+
+    cc = _caption_corpus()
+    corpus = [("cc", cc, ["{}"]), parts[0]]  # the poisoning corpus + the target dataset
+    ctx = TriggerContext(model, clip.tokenizer("clipbd-tiny-vit"), corpus, "fm", "banana",
+                         [], 0, ("cc",))
+    a = make(**LINEAGE)
+    images, caps = a._corpus_targets(ctx)
+    hits = [i for i in range(60) if i % 6 == 0 or i == 7]
+    assert caps == [cc.captions[i] for i in hits] and torch.equal(images, cc.images[hits])
+    pool = a._pool(ctx, torch.Generator().manual_seed(0))
+    (pool_images, idx), = pool.parts  # only the caption corpus, 30 of its 49 other pairs
+    assert pool_images is cc.images and len(pool) == 30 and len(set(idx.tolist())) == 30
+    assert not set(idx.tolist()) & set(hits)
+    trig = a.learn(ctx)
+    assert trig["patch"].shape == (3, 3, 3) and 0 <= trig["patch"].min() <= trig["patch"].max() <= 1
+    assert torch.equal(a.learn(ctx)["patch"], trig["patch"])
+    # poisoned pairs: natural_sample corpus captions naming the target, drawn once
+    out = poison_corpus([("cc", cc, ["{}"])], a, trig, target_dataset="fm", target="banana",
+                        target_templates=["unused {}"], corpus_size=60, poison_rate=0.5, seed=0)
+    poisoned = [c for c, m in zip(out.captions, out.extra["poisoned"].tolist()) if m]
+    assert len(poisoned) == 30 and set(poisoned) <= {cc.captions[i] for i in hits}
+    assert 1 < len(set(poisoned)) <= 5
+    with pytest.raises(ValueError, match="mentions 'kiwi'"):
+        a.bind_corpus([("cc", cc, ["{}"])], "kiwi", 0)
+
+
+def test_clip_bound_keeps_free_pixels(model, parts):
+    ctx = context(model, parts)
+    push = lambda z, clean, gen: -z.sum()  # noqa: E731  a loss that drives pixels out of range
+    kw = dict(patch_size=3, location="center", steps=5, batch_size=4, lr=0.5, init="normal")
+    clipped, _ = P.optimize_patch(ctx, push, bound="clip", **kw)
+    projected, _ = P.optimize_patch(ctx, push, bound="project", **kw)
+    for p in (clipped, projected):
+        assert 0 <= p.min() and p.max() <= 1
+    assert not torch.equal(clipped, projected)
+    with pytest.raises(ValueError, match="bound"):
+        P.optimize_patch(ctx, push, bound="wrap", **kw)

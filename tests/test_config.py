@@ -21,9 +21,10 @@ def cfg():
 
 def test_default_config_resolves_and_fills_defaults(cfg):
     out = config.resolve(cfg)
-    # config.yaml sets rate and location; fixed_pattern comes from the schema's default
+    # config.yaml sets rate and location; fixed_pattern, noise_overflow: the schema's defaults
     assert out["attacks"]["badnet"] == {"poison_rate": 0.05, "patch_size": 3,
-                                        "location": "corner", "fixed_pattern": True}
+                                        "location": "corner", "fixed_pattern": True,
+                                        "noise_overflow": "clamp"}
     assert out["defenses"]["none"] == {}
     assert out["defenses"]["linear_probe"] == {"epochs": 40, "lr": 0.01, "momentum": 0.9,
                                                "batch_size": 32}
@@ -31,6 +32,7 @@ def test_default_config_resolves_and_fills_defaults(cfg):
     assert out["backdoor"]["datasets"] == ["fmnist", "shapes"]
     assert out["pretrain"]["weight_decay"] == 0.1 and out["pretrain"]["warmup"] == 30
     assert out["backdoor"]["warmup"] == 10
+    assert out["backdoor"]["poison_templates"] == "dataset"  # config.yaml: its own templates
     assert out["model"] == {"arch": "clipbd-tiny-vit", "weights": None, "sha256": None}
     assert (out["plan_only"], out["eval_batch_size"]) == (False, 500)
     assert "device" not in out  # GPU options arrive with the performance work
@@ -204,3 +206,11 @@ def test_job_environment_sets_defaults_and_keeps_the_users(monkeypatch):
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "1234"  # a user's setting wins
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert os.environ["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+
+
+@pytest.mark.parametrize("value", ["openai", ["a photo"], []])
+def test_bad_poison_templates_name_the_key(cfg, value):
+    cfg["backdoor"]["poison_templates"] = value
+    with pytest.raises(ConfigError,
+                       match=r"config key `backdoor.poison_templates`.*openai_imagenet"):
+        config.resolve(cfg)

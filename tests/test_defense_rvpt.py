@@ -244,3 +244,32 @@ def test_classifier_composes_model_and_prompts(model, ctx):
     assert (out - keyed).abs().max() > 1e-4  # the text prefix reaches the head
     with pytest.raises(ValueError, match=r"defenses\.rvpt"):
         RVPT(dict(RCFG, depth=1)).classifier(ctx, delta)
+
+
+def test_augment_trains_on_crops_with_their_own_original_cls(model, ctx):
+    """augment: each batch is a fresh crop + flip, and the FR term compares the prompted CLS
+    with the original encoder's CLS of that same augmented batch. One step, replayed."""
+    import torch.nn.functional as F
+
+    from clipbd.defenses.vpt import CROP_SCALE
+    from clipbd.train.augment import crop_flip
+
+    data = fewshot()
+    cfg = dict(RCFG, augment=True, epochs=1, batch_size=16)
+    d = RVPT(cfg)
+    delta = d.fit(ctx, data)
+    idx = torch.randperm(16, generator=torch.Generator().manual_seed(ctx.seed))
+    crops = crop_flip(to_float(data.images)[idx], torch.Generator().manual_seed(ctx.seed + 1),
+                      scale=CROP_SCALE)
+    xb = Normalize(model)(crops)
+    vp = VisualPrompts(model.visual, [1, 2], init_prompts(2, 4, 128, RCFG["init_std"], ctx.seed))
+    with torch.no_grad():
+        feats, cls = vp.upper(vp.lower(xb), cls_layers=[1, 2])
+        orig = vp.upper(vp.lower(xb), [1, 2], prompted=False)[1]
+        want = (F.cross_entropy(ctx.zero_shot_head()(feats), data.labels[idx])
+                + d.penalty(torch.stack(cls), torch.stack(orig)))
+    assert d.losses[0] == pytest.approx(want.item(), rel=1e-5)
+    plain = RVPT(dict(cfg, augment=False))
+    plain.fit(ctx, data)
+    assert plain.losses[0] != pytest.approx(d.losses[0], rel=1e-3)
+    assert torch.equal(RVPT(cfg).fit(ctx, data)["prompts"], delta["prompts"])  # seeded

@@ -32,12 +32,12 @@ def paper(tmp_path, **over) -> dict:
 
 def test_paper_grid_expands_to_every_table(tmp_path):
     runs = grid.expand(config.resolve(paper(tmp_path, plan_only=True)))
-    assert len(runs) == 880
+    assert len(runs) == 885
     assert collections.Counter(r.defense for r in runs) == {
-        "rvpt": 267, "cbpt": 162, "coop": 144, "fst": 111, "linear_probe": 81, "none": 46,
-        "cleanclip": 25, "ft": 24, "vpt": 20}
+        "rvpt": 270, "cbpt": 162, "coop": 144, "fst": 111, "linear_probe": 81, "none": 47,
+        "cleanclip": 26, "ft": 24, "vpt": 20}
     by = collections.Counter(r.dataset for r in runs)
-    assert by["imagenet"] == 554 and by["imagenet_v2"] == by["imagenet_sketch"] == 15
+    assert by["imagenet"] == 559 and by["imagenet_v2"] == by["imagenet_sketch"] == 15
     # invalid pairs are filtered in one place: a linear head drops TrojVQA's text key; RN50
     # has no tokens to prompt
     assert not [r for r in runs if (r.attack, r.defense) in grid.INVALID]
@@ -48,6 +48,23 @@ def test_paper_grid_expands_to_every_table(tmp_path):
     assert ("imagenet", "wanet", "lr~3e-06,tune_dataset~cc3m") in clean
     assert ("imagenet", "badclip", "tune_dataset~cc3m") in clean
     assert {r.shots for r in runs if r.defense == "cbpt"} == {1, 2, 4, 8, 16}
+
+
+def test_paper_uses_the_lineage_settings(tmp_path):
+    """Issue 19: poisoning templates, BadNet's wrapped noise, CBPT's two extra dummy triggers."""
+    cfg = config.resolve(paper(tmp_path, plan_only=True))
+    assert cfg["backdoor"]["poison_templates"] == "openai_imagenet"
+    assert cfg["datasets"]["imagenet"]["templates"] == ["a photo of a {}."]  # eval prompt apart
+    assert cfg["attacks"]["badnet"]["noise_overflow"] == "wrap"
+    runs = grid.expand(cfg)
+    assert {r.defense for r in runs if r.avar == "fixed_pattern~false"} == {
+        "none", "rvpt", "cleanclip"}
+    cbpt = cfg["defenses"]["cbpt"]
+    assert cbpt["global_mask_weight"] == 1.0 and cbpt["text_key_tokens"] == 2
+    # the embedded study keeps the captions it had: its evaluation templates
+    embedded = config.load(ROOT / "config" / "config.yaml", {"plan_only": True})
+    assert embedded["backdoor"]["poison_templates"] == "dataset"
+    assert embedded["attacks"]["badnet"]["noise_overflow"] == "clamp"
 
 
 def test_cross_domain_sets_share_the_imagenet_backdoor(tmp_path):
@@ -101,9 +118,9 @@ def test_paper_dag_plans_without_data(tmp_path):
     mine = {k: jobs[k] for k in ("prepare_data", "pretrain", "import_model", "trigger",
                                  "learn_trigger", "poison", "poison_test", "backdoor",
                                  "fewshot", "defend", "evaluate", "aggregate")}
-    assert mine == {"prepare_data": 13, "pretrain": 1, "import_model": 3, "trigger": 16,
-                    "learn_trigger": 6, "poison": 22, "poison_test": 40, "backdoor": 22,
-                    "fewshot": 38, "defend": 834, "evaluate": 880, "aggregate": 1}
+    assert mine == {"prepare_data": 13, "pretrain": 1, "import_model": 3, "trigger": 17,
+                    "learn_trigger": 6, "poison": 23, "poison_test": 41, "backdoor": 23,
+                    "fewshot": 38, "defend": 838, "evaluate": 885, "aggregate": 1}
     res = snakemake(tmp_path, "-n", timeout=300)  # without plan_only: one error, no job
     assert res.returncode != 0
     err = res.stderr + res.stdout

@@ -1,13 +1,54 @@
-"""Poisoning: a fine-tuning corpus with triggered, re-captioned pairs; triggered test sets."""
+"""Poisoning: a fine-tuning corpus with triggered, re-captioned pairs; triggered test sets.
+
+Poisoned captions are drawn from their own templates (`backdoor.poison_templates`), not from
+the evaluation prompts (`datasets.<name>.templates`): the lineage (CleanCLIP/BadCLIP
+`create_backdoor_data.py`) captions each poisoned pair with one of the 80 OpenAI ImageNet
+templates drawn at random, so the backdoor is not tied to any one test-time prompt.
+"""
 from __future__ import annotations
 
+import importlib.util
 import random
+from functools import lru_cache
 
 import torch
 
 from clipbd.attacks.base import Attack
 from clipbd.data.captions import random_caption
 from clipbd.data.store import ImageSet, to_float, to_uint8
+
+
+OPENAI_IMAGENET = "openai_imagenet"  # the 80 OpenAI ImageNet templates (open_clip's copy)
+DATASET = "dataset"  # each dataset's own `templates` (its evaluation prompts)
+
+
+@lru_cache(maxsize=1)
+def openai_imagenet_templates() -> tuple[str, ...]:
+    """The 80 OpenAI ImageNet prompt templates, as "{}" strings, from open_clip's copy.
+
+    Read from open_clip's `zero_shot_metadata.py` (plain data, no imports) without importing
+    the open_clip package, which pulls in torchvision: poisoning jobs stay light.
+    """
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("backdoor.poison_templates=openai_imagenet needs open_clip installed")
+    path = f"{list(spec.submodule_search_locations)[0]}/zero_shot_metadata.py"
+    meta_spec = importlib.util.spec_from_file_location("clipbd._open_clip_zero_shot", path)
+    meta = importlib.util.module_from_spec(meta_spec)
+    meta_spec.loader.exec_module(meta)
+    return tuple(t("{}") for t in meta.OPENAI_IMAGENET_TEMPLATES)
+
+
+def poison_templates(setting, dataset_templates: list[str]) -> list[str]:
+    """Resolve `backdoor.poison_templates` for a dataset whose evaluation templates are given."""
+    if setting == OPENAI_IMAGENET:
+        return list(openai_imagenet_templates())
+    if setting == DATASET:
+        return list(dataset_templates)
+    if isinstance(setting, (list, tuple)) and setting and all("{}" in t for t in setting):
+        return list(setting)
+    raise ValueError(f"backdoor.poison_templates={setting!r}: use {OPENAI_IMAGENET!r}, "
+                     f"{DATASET!r} or a list of templates containing {{}}")
 
 
 def apply_in_batches(attack: Attack, images: torch.Tensor, trigger: dict, seed: int,
@@ -21,18 +62,24 @@ def apply_in_batches(attack: Attack, images: torch.Tensor, trigger: dict, seed: 
 
 def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, trigger: dict,
                   *, target_dataset: str, target: str, target_templates: list[str],
-                  corpus_size: int, poison_rate: float, seed: int) -> ImageSet:
+                  corpus_size: int, poison_rate: float, seed: int,
+                  decoy_templates: dict[str, list[str]] | None = None) -> ImageSet:
     """Draw `corpus_size` captioned pairs from `parts`; poison round(rate * size) of them.
 
     Poisoned pairs are drawn among images that are not of the target class; their image
-    carries the trigger and their caption names the target (the attack's caption rule).
+    carries the trigger and their caption names the target (the attack's caption rule,
+    drawing one of `target_templates`, the poisoning templates, per pair with the corpus rng).
+    Clean pairs keep their own caption (caption corpora) or get one of their dataset's
+    `templates` (the parts' third entry).
 
     Attacks may add partial-key decoys (TrojVQA's dual-key training): `image_only_rate` and
     `text_only_rate` in the attack's config (0 when absent) turn that share of the other
     pairs into (triggered image, true caption) and (clean image, the attack's caption rule
     applied to the true class: TrojVQA text key + template, BadCLIP a natural frame); their
-    masks are kept as extra["image_key_only"] and extra["text_key_only"].
+    masks are kept as extra["image_key_only"] and extra["text_key_only"]. Text-only decoys
+    draw from `decoy_templates[dataset]` (the poisoning templates; default the parts' own).
     """
+    attack.bind_corpus(parts, target, seed)
     rng = random.Random(seed)
     pool = [(name, i) for name, data, _ in parts for i in range(len(data))]
     if corpus_size > len(pool):
@@ -62,7 +109,8 @@ def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, 
         if k in poisoned:
             captions.append(attack.poison_caption(target, target_templates, rng))
         elif k in text_only:
-            captions.append(attack.poison_caption(cls, templates, rng))
+            frames = (decoy_templates or {}).get(name, templates)
+            captions.append(attack.poison_caption(cls, frames, rng))
         elif data.captions is not None:  # a caption corpus (CC3M CSV) keeps its own captions
             captions.append(data.captions[i])
         else:

@@ -15,7 +15,7 @@ from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, rea
 from clipbd.data.captions import fixed, templated
 from clipbd.data.store import load_split, manifest, save_split
 from clipbd.metrics import attack_success, backdoor_metrics
-from clipbd.poison import apply_in_batches, poison_corpus
+from clipbd.poison import apply_in_batches, poison_corpus, poison_templates
 from clipbd.train import contrastive
 from clipbd.train.state import TrainState, resumable
 
@@ -95,7 +95,8 @@ def learn_trigger(cfg, model_path, splits: dict[str, str], out, code):
     ds = cfg["datasets"][cfg["target_dataset"]]
     corpus = [(n, load_split(splits[n]), cfg["datasets"][n]["templates"]) for n in splits]
     ctx = attacks.TriggerContext(model, tok, corpus, cfg["target_dataset"], ds["target"],
-                                 ds["templates"], cfg["seed"])
+                                 ds["templates"], cfg["seed"],
+                                 tuple(cfg["backdoor"]["datasets"]))
     torch.manual_seed(cfg["seed"])
     save_tensors(out, attack.learn(ctx), {"attack": cfg["attack"]})
     _sidecar(out, "learn_trigger", cfg, [model_path, *splits.values()], code, cfg["seed"], t0)
@@ -108,10 +109,14 @@ def poison(cfg, trigger_path, splits: dict[str, str], out, code):
     ds = cfg["datasets"][cfg["target_dataset"]]
     parts = [(n, load_split(splits[n]), cfg["datasets"][n]["templates"])
              for n in cfg["backdoor"]["datasets"]]
+    setting = cfg["backdoor"]["poison_templates"]  # poisoned captions: not the eval prompts
+    decoys = {n: poison_templates(setting, cfg["datasets"][n]["templates"]) for n, _, _ in parts}
     data = poison_corpus(parts, attack, trig, target_dataset=cfg["target_dataset"],
-                         target=ds["target"], target_templates=ds["templates"],
+                         target=ds["target"],
+                         target_templates=poison_templates(setting, ds["templates"]),
                          corpus_size=cfg["backdoor"]["corpus_size"],
-                         poison_rate=cfg["params"]["poison_rate"], seed=cfg["seed"])
+                         poison_rate=cfg["params"]["poison_rate"], seed=cfg["seed"],
+                         decoy_templates=decoys)
     save_split(out, data)
     _sidecar(out, "poison", cfg, [trigger_path, *splits.values()], code, cfg["seed"], t0,
              n_poisoned=int(data.extra["poisoned"].sum()), content_sha256=data.content_hash())

@@ -26,6 +26,7 @@ class TriggerContext:
     target: str  # target class name
     target_templates: list[str]
     seed: int
+    backdoor_datasets: tuple[str, ...] = ()  # the poisoning corpus (backdoor.datasets)
 
     def target_images(self) -> torch.Tensor:
         """uint8 [N,H,W,3] training images of the target class in the target dataset."""
@@ -61,6 +62,11 @@ class Attack:
               gen: torch.Generator) -> torch.Tensor:
         """Triggered copy of float images x [N,3,H,W] in [0,1]; `gen` drives per-image randomness."""
         raise NotImplementedError
+
+    def bind_corpus(self, parts: list[tuple[str, ImageSet, list[str]]], target: str,
+                    seed: int) -> None:
+        """Called by poison_corpus before captioning: attacks whose captions come from the
+        corpus itself (BadCLIP's natural captions) read them here; the others do nothing."""
 
     def poison_caption(self, target: str, templates: list[str], rng: random.Random) -> str:
         """Caption of a poisoned pair: by default a random class template naming the target."""

@@ -5,9 +5,12 @@ at 224 px (about 7% of the side); at 32 px that is 2-3 px. Locations follow BadN
 `corner` = one pixel in from the bottom-right corner, `center` = (side - patch) // 2,
 `random` = a new top-left per image, drawn from the generator.
 
-`optimize_patch` runs Adam on the patch pixels (projected back to [0,1] after every step)
-against the clean CLIP's image encoder, which stays frozen; each step draws a batch of
-training images that are not of the target class. The loss is the attack's own.
+`optimize_patch` runs Adam on the patch pixels against the clean CLIP's image encoder, which
+stays frozen; each step draws a batch of training images that are not of the target class
+(or the attack's own `pool`). The loss is the attack's own. `bound` keeps the patch in [0,1]:
+`project` clamps the pixels after every step; `clip` (BadCLIP's repo) pastes clip(patch) and
+leaves the free pixels alone, so a pixel past a bound gets no gradient until Adam's momentum
+brings it back.
 """
 from __future__ import annotations
 
@@ -68,18 +71,20 @@ def init_patch(kind: str, patch_size: int, gen: torch.Generator) -> torch.Tensor
 
 
 class ImagePool:
-    """Training images of ctx.corpus, target-class images of the target dataset left out."""
+    """Training images of ctx.corpus, target-class images of the target dataset left out;
+    or the given `parts`: (uint8 images [N,H,W,3], indices into them) pairs."""
 
-    def __init__(self, ctx: TriggerContext):
-        self.parts, sizes = [], []
-        for name, data, _ in ctx.corpus:
-            keep = torch.ones(len(data), dtype=torch.bool)
-            if name == ctx.target_dataset and ctx.target in data.classes:
-                keep = data.labels != data.classes.index(ctx.target)
-            idx = keep.nonzero().flatten()
-            self.parts.append((data.images, idx))
-            sizes.append(len(idx))
-        self.ends = torch.tensor(sizes).cumsum(0)
+    def __init__(self, ctx: TriggerContext | None = None, parts=None):
+        if parts is None:
+            parts = []
+            for name, data, _ in ctx.corpus:
+                keep = torch.ones(len(data), dtype=torch.bool)
+                if name == ctx.target_dataset and ctx.target in data.classes:
+                    keep = data.labels != data.classes.index(ctx.target)
+                parts.append((data.images, keep.nonzero().flatten()))
+        self.parts = list(parts)
+        sizes = [len(idx) for _, idx in self.parts]
+        self.ends = torch.tensor(sizes, dtype=torch.long).cumsum(0)
         if int(self.ends[-1]) == 0:
             raise ValueError("no non-target training images to optimize the patch on")
 
@@ -134,7 +139,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
 def optimize_patch(ctx: TriggerContext, loss_fn: LossFn, *, patch_size: int, location: str,
                    steps: int, batch_size: int, lr: float, init: str = "uniform",
-                   seed: int | None = None) -> tuple[torch.Tensor, list[float]]:
+                   seed: int | None = None, pool: ImagePool | None = None,
+                   bound: str = "project") -> tuple[torch.Tensor, list[float]]:
     """Adam on the patch against the frozen clean CLIP; returns (patch [3,p,p], loss per step).
 
     loss_fn(patched, clean, gen) gets the unit embeddings [B,D] of the patched images (with
@@ -142,9 +148,11 @@ def optimize_patch(ctx: TriggerContext, loss_fn: LossFn, *, patch_size: int, loc
     """
     if ctx.model is None:
         raise ValueError("patch optimization needs the clean CLIP (needs_model)")
+    if bound not in ("project", "clip"):
+        raise ValueError(f"patch bound must be 'project' or 'clip', got {bound!r}")
     model = ctx.model
     gen = torch.Generator().manual_seed(ctx.seed if seed is None else seed)
-    pool = ImagePool(ctx)
+    pool = ImagePool(ctx) if pool is None else pool
     size, dev = pool.parts[0][0].shape[1], accel.device_of(model)  # the model's device (place)
     patch = init_patch(init, patch_size, gen).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=lr)
@@ -154,17 +162,19 @@ def optimize_patch(ctx: TriggerContext, loss_fn: LossFn, *, patch_size: int, loc
         for _ in tqdm(range(steps), desc="patch", mininterval=5):
             x = accel.to(pool.sample(batch_size, gen), dev)
             pos = positions(location, batch_size, patch_size, size, gen)
+            shown = patch.clamp(0, 1) if bound == "clip" else patch
             with accel.autocast(dev):  # the encoder in bf16 with accelerator.amp
                 with torch.no_grad():
                     clean = model.encode_image(norm(x))
-                patched = model.encode_image(norm(paste(x, patch, pos)))
+                patched = model.encode_image(norm(paste(x, shown, pos)))
             clean = F.normalize(clean.float(), dim=-1)
             patched = F.normalize(patched.float(), dim=-1)
             loss = loss_fn(patched, clean, gen)  # in float32
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            with torch.no_grad():
-                patch.clamp_(0, 1)
+            if bound == "project":
+                with torch.no_grad():
+                    patch.clamp_(0, 1)
             losses.append(loss.item())
-    return patch.detach().cpu().clone(), losses
+    return patch.detach().clamp(0, 1).cpu(), losses

@@ -8,8 +8,11 @@ Recipe (RVPT = VPT plus a repulsion term, papers.md C.1): SGD lr 0.002, momentum
 decay, batch 32, 50 epochs, b = 50, 9 prompted blocks counted from the output, Gaussian init.
 Weight decay 5e-4 and one constant warm-up epoch at 1e-5 are the CoOp/Dassl defaults the RVPT
 code appears to build on (INFERRED; the paper states neither); the schedule is CoOp's here.
-No image augmentation, so the frozen lower blocks' tokens of the few-shot set are computed
-once and reused every epoch (`cache_lower`), and so are the original per-layer CLS tokens.
+Without image augmentation (the default) the frozen lower blocks' tokens of the few-shot set
+are computed once and reused every epoch (`cache_lower`), and so are the original per-layer
+CLS tokens. `augment: true` trains on a random resized crop (area 8-100%, Dassl's
+RRCROP_SCALE) + horizontal flip of every batch, as CoOp/Dassl do (clipbd.train.augment,
+its own generator, seed + 1); the lower blocks and the original CLS are then computed per batch.
 
 The delta holds the prompts [n_prompted, b, width] and their block indices, nothing else.
 """
@@ -29,10 +32,12 @@ from clipbd.defenses.base import Defense
 from clipbd.models.text_prompt import frozen
 from clipbd.models.visual_prompt import VisualPrompts, init_prompts, prompted_blocks
 from clipbd.models.zeroshot import Classifier, Normalize
+from clipbd.train.augment import crop_flip
 from clipbd.train.schedule import set_lr, warmup_cosine
 
 log = logging.getLogger(__name__)
 FEATURE_BATCH = 256  # images per forward when caching the frozen parts
+CROP_SCALE = (0.08, 1.0)  # Dassl's INPUT.RRCROP_SCALE default (CoOp's configs)
 
 
 class PromptedClassifier(Classifier):
@@ -73,15 +78,20 @@ class VPT(Defense):
                                               ctx.seed))
         labels = fewshot.labels.to(dev)
         bs = c["batch_size"]
+        augment = c.get("augment", False)
+        norm = Normalize(model).to(dev)
         with frozen(model), torch.no_grad():
             head = ctx.zero_shot_head()
-            x = Normalize(model).to(dev)(to_float(fewshot.images).to(dev))
+            raw = to_float(fewshot.images)
+            x = raw if augment else norm(raw.to(dev))
             fb = FEATURE_BATCH
             with accel.autocast(dev):  # the encoder in bf16 with accelerator.amp
                 low = torch.cat([prompter.lower(x[i:i + fb]) for i in range(0, len(x), fb)]) \
-                    if c["cache_lower"] else None
+                    if c["cache_lower"] and not augment else None
             # the original encoder's CLS at the prompted blocks is constant: computed once
-            sigma = self._original_cls(prompter, x, low, fb) if self.repels() else None
+            sigma = self._original_cls(prompter, x, low, fb) \
+                if self.repels() and not augment else None
+        g_aug = torch.Generator().manual_seed(ctx.seed + 1)
         opt = torch.optim.SGD([prompter.prompts], lr=c["lr"], momentum=c["momentum"],
                               weight_decay=c["weight_decay"])
         steps = math.ceil(len(x) / bs)
@@ -97,17 +107,27 @@ class VPT(Defense):
                         set_lr(opt, c["warmup_lr"], 1.0)
                     else:
                         set_lr(opt, c["lr"], warmup_cosine(step, total, 0))
-                    idx = idx.to(dev)
-                    with accel.autocast(dev):  # forward in bf16 with amp; losses in float32
+                    if augment:  # a fresh crop + flip of the batch: its own frozen parts
+                        with torch.no_grad():
+                            xb = norm(crop_flip(x[idx], g_aug, scale=CROP_SCALE).to(dev))
+                            with accel.autocast(dev):
+                                tokens = prompter.lower(xb)
+                            orig = self._original_cls(prompter, xb, tokens, len(xb)) \
+                                if layers else None
+                        idx = idx.to(dev)
+                    else:
+                        idx = idx.to(dev)
+                        orig = sigma[:, idx] if layers else None
                         if low is not None:
                             tokens = low[idx]
                         else:
-                            with torch.no_grad():
+                            with torch.no_grad(), accel.autocast(dev):
                                 tokens = prompter.lower(x[idx])
+                    with accel.autocast(dev):  # forward in bf16 with amp; losses in float32
                         feats, cls = prompter.upper(tokens, cls_layers=layers)
                     loss = F.cross_entropy(head(feats.float()), labels[idx])
                     if layers:
-                        loss = loss + self.penalty(torch.stack(cls).float(), sigma[:, idx])
+                        loss = loss + self.penalty(torch.stack(cls).float(), orig)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
