@@ -161,10 +161,10 @@ def test_builtin_invalid_has_reasons():
 def test_resolved_params(cfg):
     base = grid.resolved_params(cfg, "attack", "badnet", "default")
     assert base == {"poison_rate": 0.05, "patch_size": 3, "location": "corner",
-                    "fixed_pattern": True}
+                    "fixed_pattern": True, "noise_overflow": "clamp"}
     over = grid.resolved_params(cfg, "attack", "badnet", "location~random,poison_rate~0.01")
     assert over == {"poison_rate": 0.01, "patch_size": 3, "location": "random",
-                    "fixed_pattern": True}
+                    "fixed_pattern": True, "noise_overflow": "clamp"}
     assert cfg["attacks"]["badnet"]["poison_rate"] == 0.05  # config untouched
     lp = grid.resolved_params(cfg, "defense", "linear_probe", "epochs~5")
     assert lp == {"lr": 0.01, "momentum": 0.9, "batch_size": 32, "epochs": 5,

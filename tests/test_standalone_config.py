@@ -48,8 +48,8 @@ def test_a_configfile_replaces_the_default_study():
     cfg = config.resolve(config.study([PAPER], {"plan_only": True}))
     assert "fmnist" not in cfg["datasets"] and "shapes" not in cfg["datasets"]
     d, a = cfg["defenses"], cfg["attacks"]
-    assert (d["cbpt"]["lr"], d["cbpt"]["trigger_weight"], d["cbpt"]["text_key_tokens"]) == (
-        0.002, 1.0, None)
+    assert (d["cbpt"]["lr"], d["cbpt"]["trigger_weight"], d["cbpt"]["key_gain"]) == (
+        0.002, 1.0, 4.5)
     assert (d["coop"]["lr"], d["ft"]["lr"], a["wanet"]["s"], a["badclip"]["text_only_rate"]) == (
         0.002, 1e-5, 1.0, 0.0)
 
@@ -152,8 +152,8 @@ def test_paper_config_resolves_its_own_values_through_the_snakefile(repo_like):
     defend = {j["defense"]: j for j in jobs["defend"]}
     assert set(defend) == {"cbpt", "coop", "ft"}
     cbpt = defend["cbpt"]["params"]
-    assert (cbpt["lr"], cbpt["trigger_weight"], cbpt["text_key_tokens"], cbpt["n_ctx"]) == (
-        0.002, 1.0, None, 16)
+    assert (cbpt["lr"], cbpt["trigger_weight"], cbpt["key_gain"], cbpt["n_ctx"]) == (
+        0.002, 1.0, 4.5, 16)
     assert defend["coop"]["params"]["lr"] == 0.002 and defend["ft"]["params"]["lr"] == 1e-5
     poison = {j["attack"]: j for j in jobs["poison"]}
     assert poison["wanet"]["params"]["s"] == 1.0
@@ -266,7 +266,8 @@ def test_learn_trigger_places_its_model_and_says_where(tmp_path, on_cpu, model):
 
     _, datasets = _splits(tmp_path)
     splits = {"shapes": str(tmp_path / "train.safetensors")}
-    common = {"image_size": 32, "datasets": datasets, "target_dataset": "shapes", "seed": 0}
+    common = {"image_size": 32, "datasets": datasets, "target_dataset": "shapes", "seed": 0,
+              "backdoor": {"datasets": ["shapes"]}}
     steps.trigger({**common, "attack": "badnet", "params": {"patch_size": 3,
                                                             "location": "corner"}},
                   str(tmp_path / "badnet.safetensors"), "c")
