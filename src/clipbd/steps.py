@@ -141,7 +141,7 @@ def backdoor(cfg, clean_path, poisoned_path, out, code):
     models.save_checkpoint(out, model, arch)
     state.clear()
     _sidecar(out, "backdoor", cfg, [clean_path, poisoned_path], code, cfg["seed"], t0,
-             final_loss=losses[-1])
+             final_loss=losses[-1] if losses else None)
 
 
 def sample_fewshot(cfg, train_path, out, code):
