@@ -75,7 +75,9 @@ def raw_inputs(wildcards):
     if ds["kind"] == "caption_csv":  # the CSV; image folders list only their class-name file
         return [ds["path"]]
     if ds["kind"] != "fashion_mnist":
-        return [ds["classnames"]] if ds.get("classnames") else []
+        from clipbd.data.classnames import class_files
+
+        return class_files(ds)  # not open_clip's built-in names
     from clipbd.data.fashion_mnist import raw_files
 
     return raw_files(ds["path"])
