@@ -140,8 +140,13 @@ def _check_overrides(cfg, b, block, kind, names) -> None:
 
 
 def resolve(cfg: dict) -> dict:
-    """Validate, fill defaults and check. The one entry point for the Snakefile and the CLI."""
-    cfg = validate_schema(cli_booleans(cfg))
+    """Validate, fill defaults and check. The one entry point for the Snakefile and the CLI.
+
+    Overrides first: `defenses__rvpt__lr=0.1` path keys and strings typed by the schema
+    (`snakemake --config` hands nested values over as strings; clipbd.config_overrides)."""
+    from clipbd.config_overrides import apply as apply_overrides
+
+    cfg = validate_schema(cli_booleans(apply_overrides(cfg, schema())))
     everything = list(cfg["datasets"])
     for stage in ("pretrain", "backdoor"):
         if not cfg[stage]["datasets"]:
