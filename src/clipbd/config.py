@@ -169,11 +169,18 @@ def resolve(cfg: dict) -> dict:
 
 
 def job_environment() -> None:
-    """Jobs inherit this: the interpreter running snakemake first on PATH; no hub access."""
+    """Jobs inherit this: the interpreter running snakemake first on PATH, this checkout's
+    src/ first on PYTHONPATH (a conda env, `--sdm conda`, holds only the dependencies: its
+    `python -m clipbd` runs the code this workflow runs); no hub access."""
     import os
     import sys
 
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    src = Path(__file__).resolve().parents[1]
+    if (src.parent / "pyproject.toml").is_file():  # a checkout, not an installed copy
+        rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                if p and p != str(src)]
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(src), *rest])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # OpenMP threads that wait by sleeping, not spinning: with another process on the cores, a
     # 2-thread training step took 4.4 s spinning and 0.63 s sleeping (1 thread: 0.75 s).

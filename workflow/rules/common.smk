@@ -5,7 +5,7 @@ from clipbd.fingerprint import defend_files, fingerprint, method_files
 from clipbd.grid import backbone, real_trigger, resolved_params, decode_variant
 
 R = "results"
-ENV = "../../environment.yml"  # used with --software-deployment-method conda
+ENV = f"../../{config['conda_env']}"  # used with --software-deployment-method conda
 RUN = "{dataset}/{attack}/{avar}/{defense}/{dvar}/shots~{shots}/seed~{seed}"
 
 
