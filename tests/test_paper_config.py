@@ -32,12 +32,12 @@ def paper(tmp_path, **over) -> dict:
 
 def test_paper_grid_expands_to_every_table(tmp_path):
     runs = grid.expand(config.resolve(paper(tmp_path, plan_only=True)))
-    assert len(runs) == 880
+    assert len(runs) == 940
     assert collections.Counter(r.defense for r in runs) == {
-        "rvpt": 267, "cbpt": 162, "coop": 144, "fst": 111, "linear_probe": 81, "none": 46,
+        "rvpt": 267, "cbpt": 162, "coop": 144, "fst": 171, "linear_probe": 81, "none": 46,
         "cleanclip": 25, "ft": 24, "vpt": 20}
     by = collections.Counter(r.dataset for r in runs)
-    assert by["imagenet"] == 554 and by["imagenet_v2"] == by["imagenet_sketch"] == 15
+    assert by["imagenet"] == 614 and by["imagenet_v2"] == by["imagenet_sketch"] == 15
     # invalid pairs are filtered in one place: a linear head drops TrojVQA's text key; RN50
     # has no tokens to prompt
     assert not [r for r in runs if (r.attack, r.defense) in grid.INVALID]
