@@ -70,3 +70,31 @@ def test_memory_of_data_heavy_jobs_follows_their_input_size(tmp_path):
     shutil.copy(ROOT / "tests" / "data" / "tiny.yaml", tmp_path / "config.yaml")
     assert _backdoor_mem(tmp_path, 20, 5) == 8000  # small inputs: the rule's base
     assert _backdoor_mem(tmp_path, 5000, 100) == 2 * 5100  # 2x the 5100 MB of inputs
+
+
+def _defend_resources(work, profile, *args) -> str:
+    res = snakemake(work, "-n", "--profile", str(profile), "--config", "plan_only=true", *args,
+                    timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    return re.search(r"^rule defend:.*?resources: ([^\n]*)", out, flags=re.M | re.S).group(1)
+
+
+def test_command_line_set_resources_replaces_the_profiles_block(tmp_path):
+    """The trap config/README.md warns about: a command-line --set-resources (or
+    --default-resources) replaces the profile's, so the GPU rules lose their partition."""
+    shutil.copy(ROOT / "tests" / "data" / "tiny.yaml", tmp_path / "config.yaml")
+    profile = tmp_path / "slurm-mine"
+    profile.mkdir()
+    cfg = yaml.safe_load(PROFILE)
+    local = {k: cfg[k] for k in ("default-resources", "set-resources")}  # no sbatch here
+    (profile / "config.yaml").write_text(yaml.safe_dump(local))
+    assert "slurm_partition=gpu" in _defend_resources(tmp_path, profile)
+    replaced = _defend_resources(tmp_path, profile, "--set-resources", "evaluate:gpu=0")
+    assert "slurm_partition=cpu" in replaced and "slurm_partition=gpu" not in replaced
+    no_account = _defend_resources(tmp_path, profile, "--default-resources", "mem_mb=1000")
+    assert "slurm_account" not in no_account
+    local["set-resources"]["defend"]["gpu"] = 0  # the safe way: edit a copy of the profile
+    (profile / "config.yaml").write_text(yaml.safe_dump(local))
+    edited = _defend_resources(tmp_path, profile)
+    assert "slurm_partition=gpu" in edited and "gpu=0" in edited and "slurm_account=" in edited
