@@ -103,7 +103,7 @@ def test_paper_dag_plans_without_data(tmp_path):
                                  "fewshot", "defend", "evaluate", "aggregate")}
     assert mine == {"prepare_data": 13, "pretrain": 1, "import_model": 3, "trigger": 16,
                     "learn_trigger": 6, "poison": 22, "poison_test": 40, "backdoor": 22,
-                    "fewshot": 38, "defend": 834, "evaluate": 880, "aggregate": 1}
+                    "fewshot": 38, "defend": 894, "evaluate": 940, "aggregate": 1}
     res = snakemake(tmp_path, "-n", timeout=300)  # without plan_only: one error, no job
     assert res.returncode != 0
     err = res.stderr + res.stdout
