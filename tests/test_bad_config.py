@@ -54,7 +54,7 @@ CASES = [
      "`grid[0].defenses[1]`", "known: "),
     ("shots zero", [("grid.0.shots", [0])], "`grid[0].shots[0]`", "expected minimum 1"),
     ("shots negative", [("grid.0.shots", [4, -2])], "`grid[0].shots[1]`", "expected minimum 1"),
-    ("seed not a number", [("grid.0.seeds", ["one"])], "`grid[0].seeds[0]`", "expected type"),
+    ("seed not a number", [("grid.0.seeds", ["one"])], "`grid[0].seeds[0]`", "give an integer"),
     ("missing dataset path", [("datasets.fm", {"kind": "fashion_mnist", "path": "/nonexistent/fm",
                                                "target": "sneaker", "templates": ["a {}."]})],
      "`datasets.fm.path`", "apt-get install dataset-fashion-mnist"),

@@ -139,6 +139,39 @@ def test_fst_penalty_and_norm_projection_on_hand_made_tensors():
     assert torch.allclose(p / p.norm(), w / w.norm())
 
 
+def test_fst_penalty_gradient_grows_with_sqrt_of_the_class_count():
+    """At fixed alpha the penalty's gradient on W is alpha * W_ori: Frobenius norm
+    alpha * sqrt(C) (unit class rows), while CE's gradient on the cosine head stays under
+    scale * sqrt(2) whatever C. So alpha tuned on 10 classes is sqrt(100) = 10x stronger at
+    1000, and alpha * sqrt(C) is what transfers (config/README.md)."""
+    g = torch.Generator().manual_seed(0)
+    dim, scale, batch = 64, 100.0, 32
+    feats = torch.randn(batch, dim, generator=g)
+    pen, ce = {}, {}
+    for c in (10, 100, 1000):
+        w_ori = torch.nn.functional.normalize(torch.randn(c, dim, generator=g), dim=-1)
+        w = fst.project_norm(torch.randn(c, dim, generator=g), w_ori.norm()).requires_grad_()
+        fst.shift_penalty(w, w_ori, 0.2).backward()
+        pen[c] = w.grad.norm().item()
+        assert torch.equal(w.grad, 0.2 * w_ori)
+        head = fst.CosineHead(dim, c, torch.tensor(scale))
+        with torch.no_grad():
+            head.weight.copy_(w)
+            head.bias.zero_()
+        labels = torch.randint(0, c, (batch,), generator=g)
+        torch.nn.functional.cross_entropy(head(feats), labels).backward()
+        ce[c] = head.weight.grad.norm().item()
+        assert ce[c] <= scale * math.sqrt(2)
+    assert pen[10] == pytest.approx(0.2 * math.sqrt(10), rel=1e-5)
+    assert pen[1000] / pen[10] == pytest.approx(10.0, rel=1e-5)
+    assert pen[100] / pen[10] == pytest.approx(math.sqrt(10), rel=1e-5)
+    # the same pull at 1000 classes as alpha = 0.2 at 10: alpha = 0.02
+    w_ori = torch.nn.functional.normalize(torch.randn(1000, dim, generator=g), dim=-1)
+    w = torch.zeros(1000, dim, requires_grad=True)
+    fst.shift_penalty(w, w_ori, 0.02).backward()
+    assert w.grad.norm().item() == pytest.approx(pen[10], rel=1e-5)
+
+
 def test_fst_head_is_the_zero_shot_classifier_at_w_ori(ctx):
     zs = ctx.zero_shot_head()
     head = fst.CosineHead(128, 3, ctx.model.logit_scale.exp())

@@ -32,12 +32,12 @@ def paper(tmp_path, **over) -> dict:
 
 def test_paper_grid_expands_to_every_table(tmp_path):
     runs = grid.expand(config.resolve(paper(tmp_path, plan_only=True)))
-    assert len(runs) == 885
+    assert len(runs) == 945
     assert collections.Counter(r.defense for r in runs) == {
-        "rvpt": 270, "cbpt": 162, "coop": 144, "fst": 111, "linear_probe": 81, "none": 47,
+        "rvpt": 270, "cbpt": 162, "coop": 144, "fst": 171, "linear_probe": 81, "none": 47,
         "cleanclip": 26, "ft": 24, "vpt": 20}
     by = collections.Counter(r.dataset for r in runs)
-    assert by["imagenet"] == 559 and by["imagenet_v2"] == by["imagenet_sketch"] == 15
+    assert by["imagenet"] == 619 and by["imagenet_v2"] == by["imagenet_sketch"] == 15
     # invalid pairs are filtered in one place: a linear head drops TrojVQA's text key; RN50
     # has no tokens to prompt
     assert not [r for r in runs if (r.attack, r.defense) in grid.INVALID]
@@ -120,7 +120,7 @@ def test_paper_dag_plans_without_data(tmp_path):
                                  "fewshot", "defend", "evaluate", "aggregate")}
     assert mine == {"prepare_data": 13, "pretrain": 1, "import_model": 3, "trigger": 17,
                     "learn_trigger": 6, "poison": 23, "poison_test": 41, "backdoor": 23,
-                    "fewshot": 38, "defend": 838, "evaluate": 885, "aggregate": 1}
+                    "fewshot": 38, "defend": 898, "evaluate": 945, "aggregate": 1}
     res = snakemake(tmp_path, "-n", timeout=300)  # without plan_only: one error, no job
     assert res.returncode != 0
     err = res.stderr + res.stdout

@@ -211,3 +211,53 @@ def test_cleanclip_pairs_use_stored_captions(cc3m):
     own = Ctx.train.captions
     assert pairs.captions == [own[i] for i in pairs.index.tolist()]
     assert len(set(pairs.index.tolist())) == 4
+
+
+def test_wnid_class_files_coop_and_synset_formats(tmp_path):
+    """`<wnid> <name>` lines are a mapping: CoOp's classnames.txt keeps its whole name,
+    LOC_synset_mapping.txt gives its first synonym."""
+    root = make_folder(tmp_path / "inet", {"val": {"n01440764": 1, "n07753592": 2}})
+    coop, synset = tmp_path / "classnames.txt", tmp_path / "LOC_synset_mapping.txt"
+    coop.write_text("n01440764 tench\nn01443537 goldfish\nn07753592 banana\n")
+    synset.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+                      "n07753592 banana\n")
+    ds = {"kind": "image_folder", "path": str(root), "train_dir": None, "test_dir": "val",
+          "target": "banana", "templates": ["{}"]}
+    assert dataset_classes(dict(ds, classnames=str(coop))) == ["tench", "banana"]
+    assert dataset_classes(dict(ds, classnames=str(synset))) == ["tench", "banana"]
+    got = read_split("i", dict(ds, classnames=str(synset)), "test", 4, 0)
+    assert got.classes == ["tench", "banana"] and got.labels.tolist() == [0, 1, 1]
+    coop.write_text("n01443537 goldfish\nn07753592 banana\n")
+    with pytest.raises(ValueError, match=r"no class name for folder\(s\) \['n01440764'\].*wnid"):
+        dataset_classes(dict(ds, classnames=str(coop)))
+
+
+def test_openai_imagenet_names_by_index_sorted_wnids_or_wnids_file(tmp_path):
+    """open_clip's 1000 names: index folders (ImageNet-V2), 1000 sorted wnid folders
+    (ImageNet val), or a wnid subset (ImageNet-A/R) through a `wnids` file."""
+    from clipbd._compat import import_open_clip
+    from clipbd.data.classnames import class_files
+
+    names = list(import_open_clip().IMAGENET_CLASSNAMES)
+    assert len(names) == 1000 and names[0] == "tench" and names[954] == "banana"
+    ds = {"kind": "image_folder", "path": str(tmp_path), "train_dir": None,
+          "classnames": "openai_imagenet", "target": "banana", "templates": ["{}"]}
+    v2 = make_folder(tmp_path / "v2", {".": {"0": 1, "954": 1, "999": 1}})
+    assert dataset_classes(dict(ds, path=str(v2), test_dir=".")) == [names[0], names[954],
+                                                                     names[999]]
+    wnids = [f"n{i * 7 + 1000:08d}" for i in range(1000)]  # sorted, as ImageNet's are
+    for w in wnids:
+        (tmp_path / "val" / w).mkdir(parents=True)
+    assert dataset_classes(dict(ds, test_dir="val")) == names
+    sub = make_folder(tmp_path / "inet_a", {".": {wnids[954]: 2, wnids[1]: 1}})
+    a = dict(ds, path=str(sub), test_dir=".")
+    with pytest.raises(ValueError, match="2 class folders for its 1000 names.*`wnids`"):
+        dataset_classes(a)
+    mapping = tmp_path / "LOC_synset_mapping.txt"
+    mapping.write_text("".join(f"{w} name {i}, synonym\n" for i, w in enumerate(wnids)))
+    a["wnids"] = str(mapping)
+    assert dataset_classes(a) == [names[1], names[954]]  # open_clip's names, not the file's
+    assert read_split("a", a, "test", 4, 0).labels.tolist() == [0, 1, 1]
+    assert class_files(a) == [str(mapping)] and missing_paths("a", a) == []
+    gone = dict(a, wnids=str(tmp_path / "none.txt"))
+    assert [k for k, _, _ in missing_paths("a", gone)] == ["datasets.a.wnids"]

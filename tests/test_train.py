@@ -88,3 +88,56 @@ def test_state_from_another_config_is_ignored(tmp_path):
     assert TrainState(out, "cfg-a").load(model, torch.optim.AdamW(
         [{"params": [p for p in model.parameters() if p.ndim >= 2]},
          {"params": [p for p in model.parameters() if p.ndim < 2]}])) == 1
+
+
+@pytest.mark.parametrize("verb", ["pretrain", "backdoor"])
+def test_resume_from_a_state_saved_at_the_final_step(tmp_path, monkeypatch, verb):
+    """Killed after the last step's state save, before the model was written: the rerun
+    trains nothing more and writes the same weights and final loss as an uninterrupted run
+    (it used to fail on an empty loss curve after clearing the state, for good)."""
+    from clipbd import models, steps
+    from clipbd.artifacts import load_tensors, read_json
+    from clipbd.data.store import ImageSet, save_split
+
+    g = torch.Generator().manual_seed(1)
+    n, arch = 16, "clipbd-tiny-vit"
+    labels = torch.arange(n).remainder(2)
+    split = tmp_path / "split.safetensors"
+    save_split(split, ImageSet(torch.randint(0, 256, (n, 32, 32, 3), generator=g, dtype=torch.uint8),
+                               labels, ["cat", "dog"], [str(i) for i in range(n)],
+                               [f"a photo of a {'cat' if y == 0 else 'dog'}." for y in labels]))
+    loop = {"steps": 3, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.1, "warmup": 1}
+    if verb == "pretrain":
+        cfg = {"model": {"arch": arch, "weights": None}, "pretrain": {**loop, "datasets": ["d"]},
+               "seed": 0, "datasets": {"d": {"templates": ["a {}."]}}}
+
+        def run(out):
+            steps.pretrain(cfg, {"d": str(split)}, str(out), code="abc")
+    else:
+        torch.manual_seed(0)
+        clean = tmp_path / "clean.safetensors"
+        clip.save_checkpoint(clean, clip.create(arch), arch)
+        cfg = {"backdoor": loop, "seed": 0}
+
+        def run(out):
+            steps.backdoor(cfg, str(clean), str(split), str(out), code="abc")
+
+    monkeypatch.setenv("CLIPBD_STATE_EVERY_S", "0")
+    run(tmp_path / "ref.safetensors")
+    out = tmp_path / "model.safetensors"
+    state = TrainState(out, "any").path
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # stands in for SIGKILL between the last save and the write
+
+    with monkeypatch.context() as m:
+        m.setattr(models, "save_checkpoint", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(out)
+    assert load_tensors(state)[1]["step"] == 3 and not out.exists()
+    run(out)
+    assert not state.exists()
+    ref, got = load_tensors(tmp_path / "ref.safetensors")[0], load_tensors(out)[0]
+    assert sorted(ref) == sorted(got) and all(torch.equal(ref[k], got[k]) for k in ref)
+    want = read_json(str(tmp_path / "ref.safetensors") + ".json")["final_loss"]
+    assert isinstance(want, float) and read_json(str(out) + ".json")["final_loss"] == want

@@ -141,8 +141,13 @@ def _check_overrides(cfg, b, block, kind, names) -> None:
 
 
 def resolve(cfg: dict) -> dict:
-    """Validate, fill defaults and check. The one entry point for the Snakefile and the CLI."""
-    cfg = validate_schema(cli_booleans(cfg))
+    """Validate, fill defaults and check. The one entry point for the Snakefile and the CLI.
+
+    Overrides first: `defenses__rvpt__lr=0.1` path keys and strings typed by the schema
+    (`snakemake --config` hands nested values over as strings; clipbd.config_overrides)."""
+    from clipbd.config_overrides import apply as apply_overrides
+
+    cfg = validate_schema(cli_booleans(apply_overrides(cfg, schema())))
     everything = list(cfg["datasets"])
     for stage in ("pretrain", "backdoor"):
         if not cfg[stage]["datasets"]:
@@ -165,11 +170,18 @@ def resolve(cfg: dict) -> dict:
 
 
 def job_environment() -> None:
-    """Jobs inherit this: the interpreter running snakemake first on PATH; no hub access."""
+    """Jobs inherit this: the interpreter running snakemake first on PATH, this checkout's
+    src/ first on PYTHONPATH (a conda env, `--sdm conda`, holds only the dependencies: its
+    `python -m clipbd` runs the code this workflow runs); no hub access."""
     import os
     import sys
 
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    src = Path(__file__).resolve().parents[1]
+    if (src.parent / "pyproject.toml").is_file():  # a checkout, not an installed copy
+        rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                if p and p != str(src)]
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(src), *rest])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # OpenMP threads that wait by sleeping, not spinning: with another process on the cores, a
     # 2-thread training step took 4.4 s spinning and 0.63 s sleeping (1 thread: 0.75 s).

@@ -12,14 +12,15 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent
 
-# What every job runs. Left out on purpose: cli.py (argument parsing), config.py and
-# config_checks.py (validation before any job), audit/ (its rule has no outputs and always
-# runs), and the registries' __init__ files (their MODULES list grows with every
-# new attack/defense, which must not rerun the others' jobs).
+# What every job runs. Left out on purpose: cli.py (argument parsing), config.py,
+# config_overrides.py and config_checks.py (validation before any job), audit/ (its rule
+# has no outputs and always runs), and the registries' __init__ files (their MODULES list
+# grows with every new attack/defense, which must not rerun the others' jobs).
 CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py", "steps.py",
         "data/__init__.py", "data/store.py")
 NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like threads
-               "cli.py", "config.py", "config_checks.py", "fingerprint.py", "grid.py",
+               "cli.py", "config.py", "config_checks.py", "config_overrides.py",
+               "fingerprint.py", "grid.py",
                "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
                "attacks/__init__.py", "defenses/__init__.py", "report/__init__.py",
                "train/__init__.py")
@@ -29,7 +30,7 @@ TRAIN = ("train/contrastive.py", "train/optim.py", "train/schedule.py", "train/s
          "data/captions.py")
 STAGES: dict[str, tuple[str, ...]] = {
     "prepare": ("data/fashion_mnist.py", "data/synthetic.py", "data/image_folder.py",
-                "data/caption_csv.py"),
+                "data/caption_csv.py", "data/classnames.py"),
     "pretrain": MODELS + TRAIN,
     "trigger": ("attacks/base.py",),
     "learn_trigger": MODELS + ("attacks/base.py",),

@@ -13,6 +13,7 @@ from clipbd.artifacts import (load_tensors, read_json, save_tensors, sha256_file
                               write_sidecar)
 from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_split, synthetic
 from clipbd.data.captions import fixed, templated
+from clipbd.data.classnames import class_files
 from clipbd.data.store import load_split, manifest, save_split
 from clipbd.metrics import attack_success, backdoor_metrics
 from clipbd.poison import apply_in_batches, poison_corpus, poison_templates
@@ -45,7 +46,7 @@ def prepare(cfg, out_train, out_test, code):
             raw = fashion_mnist.raw_files(ds["path"])
         elif ds["kind"] in FILE_KINDS:  # image folders, caption CSVs (clipbd.data)
             data = read_split(cfg["name"], ds, split, size, seed)
-            raw = [f for f in (ds.get("classnames"), ds["path"]) if f and Path(f).is_file()]
+            raw = [f for f in (*class_files(ds), ds["path"]) if Path(f).is_file()]
         else:
             data, raw = synthetic.generate(cap, size, seed, split), []
         save_split(out, data)
@@ -147,7 +148,7 @@ def backdoor(cfg, clean_path, poisoned_path, out, code):
     models.save_checkpoint(out, model, arch)
     state.clear()
     _sidecar(out, "backdoor", cfg, [clean_path, poisoned_path], code, cfg["seed"], t0,
-             final_loss=losses[-1])
+             final_loss=losses[-1] if losses else None)
 
 
 def sample_fewshot(cfg, train_path, out, code):

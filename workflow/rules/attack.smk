@@ -65,7 +65,7 @@ rule poison:
     log:
         "logs/poison/{dataset}/{attack}/{avar}.log",
     resources:
-        mem_mb=by_attempt(8000),
+        mem_mb=by_input(8000, 3),  # the splits, the poisoned corpus, its serialized copy
         runtime=by_attempt(30),
         cpus_per_task=cpus_of,
     shell:
@@ -87,7 +87,7 @@ rule poison_test:
     log:
         "logs/poison_test/{dataset}/{attack}/{avar}.log",
     resources:
-        mem_mb=by_attempt(4000),
+        mem_mb=by_input(4000, 2),
         runtime=by_attempt(30),
         cpus_per_task=cpus_of,
     shell:

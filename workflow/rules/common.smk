@@ -5,7 +5,7 @@ from clipbd.fingerprint import defend_files, fingerprint, method_files
 from clipbd.grid import backbone, real_trigger, resolved_params, decode_variant
 
 R = "results"
-ENV = "../../environment.yml"  # used with --software-deployment-method conda
+ENV = f"../../{config['conda_env']}"  # used with --software-deployment-method conda
 RUN = "{dataset}/{attack}/{avar}/{defense}/{dvar}/shots~{shots}/seed~{seed}"
 
 
@@ -75,7 +75,9 @@ def raw_inputs(wildcards):
     if ds["kind"] == "caption_csv":  # the CSV; image folders list only their class-name file
         return [ds["path"]]
     if ds["kind"] != "fashion_mnist":
-        return [ds["classnames"]] if ds.get("classnames") else []
+        from clipbd.data.classnames import class_files
+
+        return class_files(ds)  # not open_clip's built-in names
     from clipbd.data.fashion_mnist import raw_files
 
     return raw_files(ds["path"])
@@ -285,3 +287,16 @@ def paper_plan(wildcards):
                  for k in ("png", "perturbations_png")]
     return as_json({"tables": PAPER.tables, "figures": PAPER.figures,
                     "skipped": PAPER.skipped, "galleries": galleries})
+
+
+def by_input(base, factor):
+    """mem_mb of a job that holds its inputs in memory (splits, checkpoints): `base`, or
+    `factor` x the inputs' size when that is more (ImageNet-scale splits, ViT-L weights);
+    then scaled per attempt as by_attempt does. The embedded study stays at `base`."""
+
+    def sized(wildcards, input, attempt):
+        return by_attempt(max(base, -(-int(factor * input.size_mb) // 100) * 100))(
+            wildcards, attempt)
+
+    sized.__name__ = f"by_input_{base}_{factor}"
+    return sized

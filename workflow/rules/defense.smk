@@ -19,7 +19,7 @@ rule defend:
         f"logs/defend/{RUN}.log",
     resources:
         gpu=1,
-        mem_mb=by_attempt(8000),
+        mem_mb=by_input(8000, 2),
         runtime=by_attempt(120),
         cpus_per_task=cpus_of,
     shell:

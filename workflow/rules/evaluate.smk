@@ -22,7 +22,7 @@ rule evaluate:
         "evaluate"
     resources:
         gpu=1,
-        mem_mb=by_attempt(4000),
+        mem_mb=by_input(4000, 2),
         runtime=by_attempt(30),
         cpus_per_task=cpus_of,
     shell:
@@ -51,7 +51,7 @@ rule features:
         "logs/features/{dataset}/{attack}/{avar}.log",
     resources:
         gpu=1,
-        mem_mb=by_attempt(4000),
+        mem_mb=by_input(4000, 2),
         runtime=by_attempt(30),
         cpus_per_task=cpus_of,
     shell:

@@ -62,7 +62,7 @@ rule backdoor:
         "logs/backdoor/{dataset}/{attack}/{avar}.log",
     resources:
         gpu=1,
-        mem_mb=by_attempt(8000),
+        mem_mb=by_input(8000, 2),
         runtime=by_attempt(240),
         cpus_per_task=cpus_of,
     shell:

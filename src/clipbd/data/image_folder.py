@@ -3,10 +3,11 @@
 Layout under `datasets.<name>.path`: `<train_dir>/<class folder>/<image>` and
 `<test_dir>/<class folder>/<image>` (`train_dir: null` = a test-only set such as ImageNet-V2;
 `test_dir: "."` = the classes sit directly under `path`). Labels follow the sorted class
-folders of the test split. Class names come from the folder names, or from a `classnames`
-file: either one name per line (paired with the sorted folders, counts must match) or
-`folder<TAB>name` lines (a mapping; folders absent from the split are skipped, so one
-ImageNet mapping serves the 200-class ImageNet-A/R subsets).
+folders of the test split. Class names come from the folder names, or from `classnames`:
+a file of one name per line (paired with the sorted folders), of `folder<TAB>name` lines or
+of `<wnid> <name>` lines (CoOp's / ImageNet's synset files; both are mappings, so folders
+absent from the split are skipped), or open_clip's built-in `openai_imagenet` names
+(`clipbd.data.classnames` has the details).
 
 Images are read with Pillow, converted to RGB, resized (bicubic) so the shorter side is
 `image_size`, then centre-cropped: CLIP's own preprocessing before normalization.
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clipbd.data import classnames
 from clipbd.data.store import ImageSet
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
@@ -47,28 +49,13 @@ def class_folders(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def read_classnames(path: str | Path, folders: list[str]) -> list[str]:
-    lines = [ln.rstrip("\n") for ln in Path(path).read_text(encoding="utf-8").splitlines()]
-    lines = [ln for ln in lines if ln.strip()]
-    if lines and all("\t" in ln for ln in lines):
-        mapping = dict(ln.split("\t", 1) for ln in lines)
-        unknown = [f for f in folders if f not in mapping]
-        if unknown:
-            raise ValueError(f"{path}: no class name for folder(s) {unknown[:3]}; add "
-                             "`folder<TAB>name` lines for them")
-        return [mapping[f].strip() for f in folders]
-    if len(lines) != len(folders):
-        raise ValueError(f"{path}: {len(lines)} class names for {len(folders)} class folders; "
-                         "give one name per sorted folder, or `folder<TAB>name` lines")
-    return [ln.strip() for ln in lines]
-
-
 def folders_and_classes(ds: dict) -> tuple[list[str], list[str]]:
     root = split_dir(ds, "test")
     folders = class_folders(root)
     if not folders:
         raise ValueError(f"{root}: no class subfolders")
-    names = read_classnames(ds["classnames"], folders) if ds.get("classnames") else folders
+    names = classnames.read(ds["classnames"], folders, ds.get("wnids")) \
+        if ds.get("classnames") else folders
     return folders, names
 
 
@@ -88,9 +75,12 @@ def missing(name: str, ds: dict) -> list[tuple[str, str, str]]:
         if d is not None and not d.is_dir():
             out.append((f"{key}.{split}_dir", str(d), f"name the {split} split's subfolder of "
                         "`path`" + (" (null: a test-only set)" if split == "train" else "")))
-    if ds.get("classnames") and not Path(ds["classnames"]).is_file():
-        out.append((f"{key}.classnames", ds["classnames"], "point it at a class-name file, or "
-                    "remove the key to use the folder names"))
+    files = classnames.class_files(ds)  # not `openai_imagenet`
+    for k in ("classnames", "wnids"):
+        if ds.get(k) in files and not Path(ds[k]).is_file():
+            out.append((f"{key}.{k}", ds[k], "point it at a class-name file, or remove the key "
+                        "to use the folder names" if k == "classnames" else
+                        "point it at a file of `<wnid> <name>` lines in class order"))
     return out
 
 

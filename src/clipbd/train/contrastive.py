@@ -45,14 +45,20 @@ def _batch(data: CaptionedImages, step: int, batch_size: int, seed: int):
 def train(model, data: CaptionedImages, *, steps: int, batch_size: int, lr: float,
           weight_decay: float, warmup: int, seed: int, state: TrainState | None = None,
           desc: str = "train") -> list[float]:
-    """Train all parameters of `model` in place; returns the loss curve (one value per step)."""
+    """Train all parameters of `model` in place; returns the loss curve (one value per step).
+
+    The curve is part of the saved state, so a run resumed from any step (the last one
+    included: killed after its final save, before the model was written) returns the whole
+    curve, as an uninterrupted run does.
+    """
     normalize = Normalize(model)
     dev = accel.device_of(model)
     forward = accel.compiled(model)
     opt = make_optimizer(model.named_parameters(), "adamw", lr, weight_decay)
     start = state.load(model, opt) if state else 0
+    saved = state.extra.get("losses") if start else None  # older states lack the curve
+    losses: list[float] = saved.tolist() if saved is not None else []
     model.train()
-    losses: list[float] = []
     bar = tqdm(range(start, steps), desc=desc, mininterval=5, initial=start, total=steps)
     for step in bar:
         set_lr(opt, lr, warmup_cosine(step, steps, warmup))
@@ -70,6 +76,7 @@ def train(model, data: CaptionedImages, *, steps: int, batch_size: int, lr: floa
             bar.set_postfix(loss=f"{loss.item():.3f}")
             log.info("%s step %d/%d loss %.4f", desc, step, steps, loss.item())
         if state:
-            state.maybe_save(model, opt, step + 1)
+            state.maybe_save(model, opt, step + 1,  # the curve is only built when saved
+                             extra=lambda: {"losses": torch.tensor(losses, dtype=torch.float64)})
     model.eval()
     return losses

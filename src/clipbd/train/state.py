@@ -6,7 +6,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -70,11 +70,13 @@ class TrainState:
         return int(meta["step"])
 
     def maybe_save(self, model, opt, step: int, force: bool = False,
-                   extra: dict[str, torch.Tensor] | None = None) -> None:
+                   extra: dict[str, torch.Tensor] | Callable[[], dict] | None = None) -> None:
         """Save if `every_s` passed; `extra` tensors (a generator's state, losses) come back
-        in `self.extra` after `load`."""
+        in `self.extra` after `load`. `extra` may be a function, called only when saving."""
         if not force and time.time() - self._last < self.every_s:
             return
+        if callable(extra):
+            extra = extra()
         tensors, opt_meta = _flatten_optimizer(opt)
         tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
         tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
