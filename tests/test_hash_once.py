@@ -23,11 +23,19 @@ def hashed(monkeypatch):
     return calls
 
 
-def produce(path, data: bytes, inputs=()):
+def backdate(path, seconds=5):
+    """As if the file had taken `seconds` to write and hash (a big artifact): not racy."""
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - seconds * 10**9))
+
+
+def produce(path, data: bytes, inputs=(), racy=False):
     """One job writing `path` the way the CLI does (pending file, sidecar, then rename)."""
     with A.job_outputs([str(path)]):
         with A.atomic_path(path) as tmp:
             tmp.write_bytes(data)
+            if not racy:
+                backdate(tmp)
         return A.write_sidecar(path, step="s", config={}, inputs=list(inputs), code="c",
                                seed=None, started=0.0)
 
@@ -52,6 +60,22 @@ def test_consumer_trusts_the_sidecar_without_reading_the_file(tmp_path, hashed):
     assert str(art.resolve()) not in hashed
     assert A.file_sha256(art) == hashlib.sha256(b"x" * 5000).hexdigest()
     assert str(art.resolve()) not in hashed
+
+
+def test_racy_file_records_no_stat_and_is_rehashed(tmp_path, hashed):
+    """Hashed within RACY_NS of its write: an in-place edit in the same timestamp tick could
+    keep size, mtime and inode, so its consumers hash it themselves."""
+    art = tmp_path / "a.bin"
+    info = produce(art, b"x" * 5000, racy=True)
+    assert info["stat"] is None and info["sha256"] == hashlib.sha256(b"x" * 5000).hexdigest()
+    with open(art, "r+b") as f:  # same size, same inode, mtime restored: undetectable by stat
+        st = os.fstat(f.fileno())
+        f.write(b"z")
+    os.utime(art, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hashed.clear()
+    A._SEEN.clear()
+    assert A.file_sha256(art) == hashlib.sha256(b"z" + b"x" * 4999).hexdigest()
+    assert hashed == [str(art.resolve())]
 
 
 @pytest.mark.parametrize("change", ["same size, new bytes", "new size", "touched",
@@ -114,6 +138,7 @@ def test_evaluate_job_reads_no_input_twice_and_trusts_sidecars(tmp_path, hashed,
         save_split(ins["test"], test)
         save_split(ins["poisoned"], test, {"text_prefix": ""})
         for p in ins.values():
+            backdate(A.pending_path(p))
             A.write_sidecar(p, step="s", config={}, inputs=[], code="c", seed=0, started=0.0)
     hashed.clear()
     A._SEEN.clear()

@@ -45,7 +45,12 @@ def sha256_bytes(data: bytes) -> str:
 # the stat still matches (DVC's state database works the same way) and rehashes otherwise:
 # `dvc pull`, `snakemake --touch`, a copy or an edit all change the stat. Files without a
 # sidecar (raw data, imported weights) are hashed at most once per process (`_SEEN`).
+# Racy files: an in-place edit within the same timestamp tick as the write would keep the
+# mtime, so a stat is only recorded when the file's mtime is older than `RACY_NS` by the time
+# its hash is done (as git treats racily clean index entries); a file hashed faster than that
+# is small, and simply rehashed by its consumers.
 _SEEN: dict[tuple, str] = {}
+RACY_NS = 50_000_000
 
 
 def file_stat(path: str | os.PathLike) -> dict[str, int]:
@@ -244,10 +249,11 @@ def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: li
     """
     _hold()
     written = _written(path)
+    sha, stat = sha256_file(written), file_stat(written)
     info = {
         "artifact": str(path),
-        "sha256": sha256_file(written),
-        "stat": file_stat(written),
+        "sha256": sha,
+        "stat": stat if time.time_ns() - stat["mtime_ns"] > RACY_NS else None,
         "step": step,
         "config": config,
         "seed": seed,
