@@ -158,8 +158,8 @@ def _recompute(root: Path, paths: list[str], snakefile: str, configfile: str | N
     rel = [os.path.relpath(Path(p).resolve(), root.resolve()) if Path(p).is_absolute()
            else p for p in paths]
     sf = Path(snakefile) if snakefile else recompute.default_snakefile(root)
-    if configfile or current is None:
-        return recompute.recompute(root, rel, sf, configfile)
+    if configfile or current is None:  # (Snakemake runs in the root: an absolute path)
+        return recompute.recompute(root, rel, sf, configfile and str(Path(configfile).resolve()))
     with tempfile.TemporaryDirectory() as d:  # the resolved config the audit was given
         cfg = Path(d) / "config.json"  # (JSON is YAML to Snakemake)
         cfg.write_text(json.dumps(current, default=str))

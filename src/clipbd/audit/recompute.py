@@ -7,6 +7,10 @@ run with the current code and config. That job's input files are hard-linked (or
 a scratch directory at the same relative paths, the root's other top-level entries (config
 files, local data) are linked beside them, and the command runs there. So the rebuild is the
 workflow's own job, not a re-implementation of it, and it reads only the job's direct inputs.
+(Running Snakemake itself in a scratch copy would rebuild every ancestor, since it rebuilds
+missing intermediates; rebuilding the CLI call from the sidecar would duplicate the rules.)
+The command carries the current code fingerprint and config, so `reproduced` means: the
+current code and config, from the recorded inputs, give the recorded bytes.
 
 Results: `reproduced` (the same sha256), `equivalent` (a metrics JSON whose only difference is
 the wall time it records about itself), `differs`, `failed` (the job could not be planned or
@@ -89,6 +93,10 @@ def scratch_for(root: Path, job: dict, scratch: Path) -> None:
         if Path(p).is_absolute():
             continue  # local weights, raw data outside the study: read in place
         written.add(Path(p).parts[0])
+        if (root / p).is_dir():  # an image folder kept in the study: read in place
+            (scratch / p).parent.mkdir(parents=True, exist_ok=True)
+            (scratch / p).symlink_to((root / p).resolve())
+            continue
         for f in (Path(p), sidecar_path(p)):
             if (root / f).is_file():
                 _place(root / f, scratch / f)
