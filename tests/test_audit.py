@@ -128,11 +128,12 @@ def test_edited_metrics_json(copy):
     assert arts[TABLE]["status"] == "modified"  # its asr no longer matches the source
 
 
-def test_config_change_makes_stale_not_failed(copy):
+def test_config_change_makes_stale(copy):
     cfg = json.loads(json.dumps(STUDY))
     cfg["backdoor"]["steps"] = 5
-    rc, arts, _ = audit(copy, cfg)
-    assert rc == 0
+    rc, arts, report = audit(copy, cfg)
+    assert rc == 3  # stale only: rerun the workflow
+    assert "Verdict: NOT OK (exit 3)" in (copy / R / "audit" / "audit.md").read_text()
     stale = {p for p, a in arts.items() if a["status"] == "stale"}
     assert {BACKDOOR, TRIGGER, POISONED} <= stale
     assert "stale: config `backdoor` differs from the current config" in arts[BACKDOOR]["reasons"]
@@ -144,7 +145,7 @@ def test_other_code_is_stale(copy):
     side["code"] = "0" * 16  # as written by another version of the sources
     write_json(sidecar_path(copy / DELTA), side)
     rc, arts, _ = audit(copy)
-    assert rc == 0
+    assert rc == 3
     assert arts[DELTA]["status"] == "stale"
     assert arts[DELTA]["reasons"][0].startswith("stale: code fingerprint 0000000000000000 != current")
 
@@ -159,7 +160,7 @@ def test_rebuilt_parent_makes_children_stale(copy):
     side["sha256"] = sha256_file(copy / TRIGGER)
     write_json(sidecar_path(copy / TRIGGER), side)
     rc, arts, _ = audit(copy)
-    assert rc == 0
+    assert rc == 3
     assert arts[TRIGGER]["status"] == "ok"
     assert arts[POISONED]["status"] == "stale"
 
@@ -178,11 +179,13 @@ def test_cli_exit_status_and_snakemake_rule(copy):
     cmd = [sys.executable, "-m", "clipbd", "audit", "--root", ".", "--configfile", "config.yaml"]
     ok = subprocess.run(cmd, cwd=copy, capture_output=True, text=True)
     assert ok.returncode == 0 and "0 stale, 0 modified, 0 missing" in ok.stdout
+    assert "Verdict: ok (exit 0)." in ok.stdout
     res = snakemake(copy, "audit", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     flip_byte(copy / POISONED)
     bad = subprocess.run(cmd, cwd=copy, capture_output=True, text=True)
     assert bad.returncode == 1 and f"| modified | {POISONED} |" in bad.stdout
+    assert "Verdict: NOT OK (exit 1): 1 modified" in bad.stderr
     res = snakemake(copy, "audit", timeout=600)
     assert res.returncode != 0
     assert f"| modified | {POISONED} |" in res.stdout + res.stderr
@@ -193,3 +196,90 @@ def test_nothing_built_reports_the_table_missing(tmp_path):
     report = read_json(tmp_path / "audit" / "audit.json")
     assert rc == 1
     assert [(a["path"], a["status"]) for a in report["artifacts"]] == [(TABLE, "missing")]
+
+
+# ---- audit --recompute: the job rebuilt in a scratch directory, sha256 compared ----
+
+
+def recompute(root, *paths, config=None):
+    cfg = root / "config.yaml"
+    if config is not None:
+        cfg = root / "other.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+    rc = cli.main(["audit", "--root", str(root), "--configfile", str(cfg),
+                   "--out-dir", str(root / R / "audit"), "--recompute", *paths])
+    report = read_json(root / R / "audit" / "audit.json")
+    return rc, {r["path"]: r for r in report["recompute"]}, report
+
+
+def test_recompute_reproduces_cheap_artifacts(copy):
+    before = {p: (copy / p).read_bytes() for p in (TRIGGER, FEWSHOT, METRICS)}
+    rc, rows, _ = recompute(copy, TRIGGER, FEWSHOT, METRICS)
+    assert rc == 0
+    assert {p: r["result"] for p, r in rows.items()} == {
+        TRIGGER: "reproduced", FEWSHOT: "reproduced", METRICS: "equivalent"}
+    assert rows[TRIGGER]["rebuilt"] == read_json(sidecar_path(copy / TRIGGER))["sha256"]
+    assert rows[TRIGGER]["rule"] == "trigger" and rows[FEWSHOT]["rule"] == "fewshot"
+    assert {p: (copy / p).read_bytes() for p in before} == before  # the root is untouched
+    md = (copy / R / "audit" / "audit.md").read_text()
+    assert f"| reproduced | {TRIGGER} | same sha256 |" in md
+
+
+def test_recompute_tampered_hash_differs(copy):
+    side = read_json(sidecar_path(copy / FEWSHOT))
+    side["sha256"] = "f" * 64
+    write_json(sidecar_path(copy / FEWSHOT), side)
+    rc, rows, _ = recompute(copy, FEWSHOT)
+    assert rc == 1  # the file no longer matches its sidecar: modified wins
+    assert rows[FEWSHOT]["result"] == "differs"
+    assert rows[FEWSHOT]["reason"].endswith("!= recorded ffffffffffff")
+
+
+def test_recompute_with_another_config_differs(copy):
+    cfg = json.loads(json.dumps(STUDY))
+    cfg["attacks"]["badnet"]["patch_size"] = 5  # the trigger job now draws another pattern
+    rc, rows, report = recompute(copy, TRIGGER, config=cfg)
+    assert rc == 4
+    assert rows[TRIGGER]["result"] == "differs"
+    assert rows[TRIGGER]["rebuilt"] != rows[TRIGGER]["recorded"]
+    assert report["summary"]["modified"] == 0 and report["summary"]["stale"] > 0
+
+
+def test_recompute_of_something_no_job_writes_fails(copy):
+    rc, rows, _ = recompute(copy, "results/nothing.json")
+    assert rc == 4 and rows["results/nothing.json"]["result"] == "failed"
+
+
+# ---- a complete run with imported weights is ok (issue 17) ----
+
+
+def test_imported_clean_models_are_ok(tmp_path):
+    import hashlib
+
+    import torch
+
+    from clipbd import audit as A, config
+    from clipbd.models import clip
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    clip.save_checkpoint(weights, clip.create("clipbd-tiny-vit"), "clipbd-tiny-vit")
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    cfg = json.loads(json.dumps(STUDY))
+    cfg["model"] = {"arch": "clipbd-tiny-vit", "weights": str(weights), "sha256": sha}
+    cfg["models"] = {"second": {"arch": "clipbd-tiny-vit", "weights": str(weights),
+                                "sha256": sha}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    clean = [CLEAN, f"{R}/models/clean/second/model.safetensors"]
+    res = snakemake(tmp_path, *clean, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    current = config.load(tmp_path / "config.yaml")
+    report = A.audit(tmp_path, current, tables=clean)
+    assert {a["path"]: (a["status"], a["reasons"]) for a in report["artifacts"]} == {
+        CLEAN: ("ok", []), clean[1]: ("ok", []), str(weights): ("ok", [])}
+    current["models"]["second"]["sha256"] = "0" * 64  # now other weights
+    report = A.audit(tmp_path, current, tables=clean)
+    arts = {a["path"]: a for a in report["artifacts"]}
+    assert arts[clean[1]]["reasons"] == [
+        "stale: config `models.second` differs from the current config"]
+    assert arts[CLEAN]["status"] == "ok"

@@ -28,6 +28,7 @@ _MAX_HEADER = 100_000_000
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Read and hash every byte of `path` (the audit's check; jobs use `file_sha256`)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -37,6 +38,46 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# Hash once: an artifact is hashed when written, and its sidecar records that hash with the
+# file's stat (size, mtime in ns, inode). A job reading it as an input trusts that hash while
+# the stat still matches (DVC's state database works the same way) and rehashes otherwise:
+# `dvc pull`, `snakemake --touch`, a copy or an edit all change the stat. Files without a
+# sidecar (raw data, imported weights) are hashed at most once per process (`_SEEN`).
+# Racy files: an in-place edit within the same timestamp tick as the write would keep the
+# mtime, so a stat is only recorded when the file's mtime is older than `RACY_NS` by the time
+# its hash is done (as git treats racily clean index entries); a file hashed faster than that
+# is small, and simply rehashed by its consumers.
+_SEEN: dict[tuple, str] = {}
+RACY_NS = 50_000_000
+
+
+def file_stat(path: str | os.PathLike) -> dict[str, int]:
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+
+def recorded_sha256(path: str | os.PathLike, stat: dict[str, int] | None = None) -> str | None:
+    """The sha256 `path`'s sidecar recorded, if the file is still the one it recorded."""
+    try:
+        info = json.loads(sidecar_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    sha = info.get("sha256") if isinstance(info, dict) else None
+    if not isinstance(sha, str) or info.get("stat") != (stat or file_stat(path)):
+        return None
+    return sha
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of an input: its producer's recorded hash while size, mtime and inode match,
+    else the bytes hashed (once per process and stat)."""
+    stat = file_stat(path)
+    key = (os.path.realpath(path), *stat.values())
+    if key not in _SEEN:
+        _SEEN[key] = recorded_sha256(path, stat) or sha256_file(path)
+    return _SEEN[key]
 
 
 @contextmanager
@@ -202,16 +243,21 @@ def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: li
 
     Inside `job_outputs` the artifact is then published (renamed onto `path`): the sidecar
     always exists when the artifact does. `inputs` (parents) are recorded with their sha256:
-    the chain `clipbd audit` walks.
+    the chain `clipbd audit` walks. The artifact's own sha256 is computed here, once, with
+    its `stat`: the rename that publishes it keeps size, mtime and inode, so consumers can
+    trust the hash (`file_sha256`) without reading the file again.
     """
     _hold()
+    written = _written(path)
+    sha, stat = sha256_file(written), file_stat(written)
     info = {
         "artifact": str(path),
-        "sha256": sha256_file(_written(path)),
+        "sha256": sha,
+        "stat": stat if time.time_ns() - stat["mtime_ns"] > RACY_NS else None,
         "step": step,
         "config": config,
         "seed": seed,
-        "inputs": {str(p): sha256_file(p) for p in inputs},
+        "inputs": {str(p): file_sha256(p) for p in inputs},
         "code": code,
         "packages": package_versions(),
         "wall_time_s": round(time.time() - started, 3),

@@ -51,12 +51,25 @@ VERBS = {
                 [("--test", {}), ("--triggered", {"nargs": "*", "default": []}),
                  ("--seed", {"type": int, "default": 0}), ("--png", {}), ("--pdf", {}),
                  ("--perturbations-png", {}), ("--perturbations-pdf", {})]),
-    "audit": ("Audit the provenance chain of every final table.",  # exit 1: modified/missing
+    "audit": ("Audit the provenance chain of every final table.\n\n"
+              "Exit status (the first that applies; the report's `Verdict:` line says what\n"
+              "was found):\n"
+              "  1  an artifact is modified or missing: restore or rebuild it\n"
+              "  4  a --recompute artifact differs from its recorded sha256, or could not\n"
+              "     be rebuilt: its job does not reproduce it\n"
+              "  3  an artifact is stale (other code, config or inputs): rerun the workflow\n"
+              "  0  everything ok",
               [("--root", {"default": "."}),
                ("--configfile", {"default": "", "help": "current config, read as the workflow "
                                  "reads a --configfile (with what it `extends`; default: the "
                                  "embedded config/config.yaml of the root; --cfg: resolved JSON)"}),
-               ("--out-dir", {"default": "results/audit"})]),
+               ("--out-dir", {"default": "results/audit"}),
+               ("--recompute", {"nargs": "+", "default": [], "metavar": "ARTIFACT",
+                                "help": "also rebuild these artifacts (paths under the root) "
+                                "in a scratch directory, with the job Snakemake would run, "
+                                "and compare their sha256 with the recorded one"}),
+               ("--snakefile", {"default": "", "help": "workflow for --recompute (default: "
+                                "the root's Snakefile, else the one clipbd comes from)"})]),
     "probe": ("Per-layer resistivity, features, attention of a model (RVPT Figs. 1, 4, 5).",
               [("--model", {}), ("--delta", {"default": ""}), ("--test", {}),
                ("--poisoned", {}), ("--n", {"type": int, "default": 200}), ("--out", {})]),
@@ -91,7 +104,8 @@ def _audit(args) -> int:
         except config.ConfigError as err:
             sys.stderr.write(f"clipbd config error: {err}\n")
             return 2
-    return audit.main(args.root, current, args.out_dir)
+    return audit.main(args.root, current, args.out_dir, args.recompute, args.snakefile,
+                      args.configfile or None)
 
 
 def _job(args):
@@ -116,7 +130,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m clipbd", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb, (help_, args) in VERBS.items():
-        sp = sub.add_parser(verb, help=help_, description=help_)
+        sp = sub.add_parser(verb, help=help_.split("\n")[0], description=help_,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("--cfg", default="{}", help="resolved config of this step (JSON)")
         sp.add_argument("--code", default="", help="code fingerprint, recorded in the sidecar")
         sp.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")

@@ -22,6 +22,7 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
                "cli.py", "config.py", "config_checks.py", "config_overrides.py",
                "fingerprint.py", "grid.py",
                "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
+               "audit/recompute.py",
                "attacks/__init__.py", "defenses/__init__.py", "report/__init__.py",
                "train/__init__.py")
 MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",

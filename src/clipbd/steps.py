@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from clipbd import accel, attacks, defenses, features, models  # models: open_clip on first use
-from clipbd.artifacts import (load_tensors, read_json, save_tensors, sha256_file, write_json,
+from clipbd.artifacts import (file_sha256, load_tensors, read_json, save_tensors, write_json,
                               write_sidecar)
 from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_split, synthetic
 from clipbd.data.captions import fixed, templated
@@ -140,7 +140,7 @@ def backdoor(cfg, clean_path, poisoned_path, out, code):
     model, arch = models.load_checkpoint(clean_path)
     accel.place(model)
     data = fixed(load_split(poisoned_path), models.tokenizer(arch))
-    state = TrainState(out, _config_hash([cfg, sha256_file(clean_path), sha256_file(poisoned_path)]))
+    state = TrainState(out, _config_hash([cfg, *map(file_sha256, (clean_path, poisoned_path))]))
     torch.manual_seed(cfg["seed"])
     losses = contrastive.train(model, data, steps=b["steps"], batch_size=b["batch_size"],
                                lr=b["lr"], weight_decay=b["weight_decay"], warmup=b["warmup"],
@@ -200,7 +200,7 @@ def defend(cfg, model_path, fewshot_path, train_path, out, code, trigger_path=""
     if trigger_path:
         ctx.oracle_trigger, ctx.oracle_key = oracle(cfg, trigger_path)
     inputs = [model_path, fewshot_path, train_path] + ([trigger_path] if trigger_path else [])
-    with resumable(out, _config_hash([cfg, *map(sha256_file, inputs)])):  # killed: resume
+    with resumable(out, _config_hash([cfg, *map(file_sha256, inputs)])):  # killed: resume
         delta = defense.fit(ctx, sub)
         save_tensors(out, delta, {"defense": cfg["defense"]})
         _sidecar(out, "defend", cfg, inputs, code, cfg["run_seed"], t0)
@@ -245,7 +245,7 @@ def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code, f
               features_path if cached is not None else ""]
     write_json(out, {"metrics": result, "provenance": {
         "step": "evaluate", "config": cfg, "code": code,
-        "inputs": {p: sha256_file(p) for p in inputs if p},
+        "inputs": {p: file_sha256(p) for p in inputs if p},
         "wall_time_s": round(time.time() - t0, 3)}})
     _sidecar(out, "evaluate", cfg, inputs, code, cfg["run_seed"], t0)  # its own hash, for audit
     log.info("metrics %s", {k: result[k] for k in ("ca", "asr", "asr_all", "pa")})

@@ -1,6 +1,6 @@
 # Audit: `snakemake audit` walks the provenance chain of every final table (no output: it runs
 # whenever asked, and never rebuilds what it audits). Reports in results/audit/; the job fails
-# when an artifact is modified or missing (python -m clipbd audit --help).
+# when an artifact is modified, missing or stale (exit codes: python -m clipbd audit --help).
 
 
 rule audit:

@@ -2,8 +2,14 @@
 code that produced it, and whether they are still intact (see `chain` for the statuses).
 
 Writes `<out-dir>/audit.json` (machine-readable), `audit.csv` (one row per artifact) and
-`audit.md` (human-readable, also printed). Exit status 1 when any artifact is modified or
-missing, else 0 (stale artifacts are reported, not fatal: rerunning the workflow rebuilds them).
+`audit.md` (human-readable, also printed). `--recompute ARTIFACT ...` also rebuilds those
+artifacts in a scratch directory and compares their sha256 with the recorded one (`recompute`).
+
+Exit status (the first that applies; `EXIT` below, also in `--help` and the README):
+1 something is modified or missing: a recorded number can no longer be traced to intact files;
+4 a recomputed artifact differs (or could not be rebuilt): the job does not reproduce it;
+3 something is stale: made by other code, config or inputs; rerun the workflow;
+0 everything is ok (and every recomputed artifact reproduced).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from clipbd.audit.chain import Auditor, Entry, final_tables
 
 FATAL = ("modified", "missing")
 TABLE = "results/tables/metrics.csv"
+EXIT = {"damaged": 1, "differs": 4, "stale": 3, "ok": 0}
 
 
 def dvc_status(root: Path) -> dict:
@@ -66,6 +73,7 @@ def markdown(report: dict) -> str:
     lines = [f"# Audit of {report['root']}", "",
              f"{len(report['artifacts'])} artifacts: " + ", ".join(f"{v} {k}" for k, v in s.items()),
              report["dvc"]["text"], ""]
+    lines.insert(3, verdict(report))
     bad = [a for a in report["artifacts"] if a["status"] != "ok"]
     if bad:
         lines += ["| status | artifact | why |", "|---|---|---|"]
@@ -74,7 +82,40 @@ def markdown(report: dict) -> str:
             lines.append(f"| {a['status']} | {a['path']} | {why.replace('|', '/')} |")
     else:
         lines.append("Every artifact is intact and up to date.")
+    if report.get("recompute"):
+        lines += ["", "## Recomputed in a scratch directory", "",
+                  "| result | artifact | why |", "|---|---|---|"]
+        for r in report["recompute"]:
+            why = str(r.get("reason", "")).replace("|", "/").replace("\n", " ")
+            lines.append(f"| {r['result']} | {r['path']} | {why} |")
     return "\n".join(lines) + "\n"
+
+
+def exit_status(report: dict) -> tuple[int, str]:
+    """(exit code, category) of a report: see the module docstring."""
+    s = report["summary"]
+    if any(s[k] for k in FATAL):
+        return EXIT["damaged"], "damaged"
+    if any(r["result"] in ("differs", "failed") for r in report.get("recompute", [])):
+        return EXIT["differs"], "differs"
+    if s["stale"]:
+        return EXIT["stale"], "stale"
+    return EXIT["ok"], "ok"
+
+
+def verdict(report: dict) -> str:
+    code, category = exit_status(report)
+    if not code:
+        return "Verdict: ok (exit 0)."
+    found = [f"{report['summary'][k]} {k}" for k in ("modified", "missing", "stale")
+             if report["summary"][k]]
+    found += [f"{n} {r} on recompute" for r, n in Counter(
+        r["result"] for r in report.get("recompute", [])
+        if r["result"] in ("differs", "failed")).items()]
+    act = {"damaged": "restore or rebuild the modified/missing files",
+           "differs": "the job does not reproduce what was recorded",
+           "stale": "rerun the workflow to rebuild them"}[category]
+    return f"Verdict: NOT OK (exit {code}): {', '.join(found)}; {act}."
 
 
 def to_csv(report: dict) -> str:
@@ -87,8 +128,13 @@ def to_csv(report: dict) -> str:
     return buf.getvalue()
 
 
-def main(root: str, current: dict | None, out_dir: str | None) -> int:
+def main(root: str, current: dict | None, out_dir: str | None,
+         recompute_paths: list[str] | None = None, snakefile: str = "",
+         configfile: str | None = None) -> int:
     report = audit(root, current)
+    if recompute_paths:
+        report["recompute"] = _recompute(Path(root), recompute_paths, snakefile, configfile,
+                                         current)
     text = markdown(report)
     if out_dir:
         out = Path(out_dir)
@@ -97,7 +143,28 @@ def main(root: str, current: dict | None, out_dir: str | None) -> int:
             with atomic_path(out / name) as tmp:
                 tmp.write_text(body)
     sys.stdout.write(text)
-    return 1 if any(report["summary"][s] for s in FATAL) else 0
+    code, _ = exit_status(report)
+    if code:
+        sys.stderr.write(verdict(report) + "\n")
+    return code
 
 
-__all__ = ["Entry", "audit", "dvc_status", "main", "markdown", "to_csv"]
+def _recompute(root: Path, paths: list[str], snakefile: str, configfile: str | None,
+               current: dict | None) -> list[dict]:
+    import tempfile
+
+    from clipbd.audit import recompute
+
+    rel = [os.path.relpath(Path(p).resolve(), root.resolve()) if Path(p).is_absolute()
+           else p for p in paths]
+    sf = Path(snakefile) if snakefile else recompute.default_snakefile(root)
+    if configfile or current is None:  # (Snakemake runs in the root: an absolute path)
+        return recompute.recompute(root, rel, sf, configfile and str(Path(configfile).resolve()))
+    with tempfile.TemporaryDirectory() as d:  # the resolved config the audit was given
+        cfg = Path(d) / "config.json"  # (JSON is YAML to Snakemake)
+        cfg.write_text(json.dumps(current, default=str))
+        return recompute.recompute(root, rel, sf, str(cfg))
+
+
+__all__ = ["EXIT", "Entry", "audit", "dvc_status", "exit_status", "main", "markdown",
+           "to_csv", "verdict"]

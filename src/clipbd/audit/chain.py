@@ -21,6 +21,7 @@ from clipbd.artifacts import read_json, sha256_file, sidecar_path
 from clipbd.audit import expect
 
 RANK = {"ok": 0, "stale": 1, "modified": 2, "missing": 3}
+RESULTS = "results"  # the workflow's output folder (workflow/rules/common.smk: R)
 TABLE_NUMBERS = ("ca", "asr", "asr_all", "pa", "asr_image_key", "asr_text_key")
 
 
@@ -92,8 +93,10 @@ class Auditor:
         self._provenance(e, info)
 
     def _inside(self, path: str) -> bool:
+        """Under the root's results/: made by the workflow, so it must have a sidecar (files
+        elsewhere, e.g. local weights or data kept in the repository, are the user's)."""
         try:
-            return self.file(path).resolve().is_relative_to(self.root.resolve())
+            return self.file(path).resolve().is_relative_to((self.root / RESULTS).resolve())
         except OSError:
             return False
 

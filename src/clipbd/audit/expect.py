@@ -53,11 +53,30 @@ def _attack_variant(path: str, cfg: dict) -> str | None:
     return None
 
 
+def _imported_diffs(recorded: dict, cur: dict, path: str) -> list[str] | None:
+    """An imported clean model (`model.weights`, or a `models.<name>` backbone) records what
+    the `pretrain`/`import_model` rules pass it (workflow/rules/params.smk, common.smk): its
+    own model block, `pretrain: {}` and the seed. None: not an imported model."""
+    parts = Path(path).parts
+    backbone = parts[-2] if len(parts) >= 3 and parts[-3] == "clean" else None
+    key = f"models.{backbone}" if backbone else "model"
+    model = cur.get("models", {}).get(backbone) if backbone else cur.get("model")
+    if model is None:
+        return [key]
+    if not model.get("weights"):
+        return None
+    want = {"model": model, "pretrain": {}, "seed": cur.get("seed")}
+    return [key if k == "model" else k for k in want if k in recorded and recorded[k] != want[k]]
+
+
 def config_diffs(step: str, recorded: dict, current: dict, path: str) -> list[str]:
     """Config keys whose recorded value differs from the current resolved config."""
     if not isinstance(recorded, dict) or not recorded:
         return []
     cur = _norm(current)
+    imported = _imported_diffs(recorded, cur, path) if step == "pretrain" else None
+    if imported is not None:
+        return imported
     diffs = [k for k in GLOBAL_KEYS if k in recorded and k in cur
              and not (k == "seed" and step == "fewshot") and recorded[k] != cur[k]]
     datasets = recorded.get("datasets")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from clipbd._compat import import_open_clip
-from clipbd.artifacts import load_tensors, save_tensors, sha256_file
+from clipbd.artifacts import file_sha256, load_tensors, save_tensors
 
 open_clip = import_open_clip()
 
@@ -58,7 +58,7 @@ def load_pretrained(arch: str, weights: str, sha256: str | None, key: str = "mod
         raise FileNotFoundError(f"weight file {weights} not found: set `{key}` to a local "
                                 "open_clip safetensors file (e.g. open_clip_model.safetensors)")
     if sha256:
-        got = sha256_file(path)
+        got = file_sha256(path)
         if got != sha256.lower():
             raise ValueError(f"{weights}: sha256 is {got}, config `{key.rsplit('.', 1)[0]}.sha256` "
                              f"says {sha256}; fix the path or the checksum")

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from clipbd.artifacts import load_tensors, save_tensors, sha256_file, write_json, write_sidecar
+from clipbd.artifacts import file_sha256, load_tensors, save_tensors, write_json, write_sidecar
 from clipbd.attacks.base import TriggerContext
 from clipbd.data.store import ImageSet, load_split
 from clipbd.evaluate import logits
@@ -74,7 +74,7 @@ def _write_metrics(out, cfg, metrics, inputs, code, t0, **extra) -> None:
     row = {"track": "supervised", **cfg["row"], **metrics, **extra, "target": cfg["target"]}
     write_json(out, {"metrics": row, "provenance": {
         "step": "sup_evaluate", "config": cfg, "code": code,
-        "inputs": {p: sha256_file(p) for p in inputs}, "wall_time_s": round(time.time() - t0, 3)}})
+        "inputs": {p: file_sha256(p) for p in inputs}, "wall_time_s": round(time.time() - t0, 3)}})
     write_sidecar(out, step="sup_evaluate", config=cfg, inputs=inputs, code=code,
                   seed=cfg["seed"], started=t0)
     log.info("metrics %s", {k: row[k] for k in ("attack", "poison_rate", "defense", "ca", "asr")})
@@ -95,7 +95,7 @@ def train(cfg: dict, train_path: str, test_path: str, trigger_path: str, out: st
     opt = make_optimizer(model.named_parameters(), "sgd", v["lr"], v["weight_decay"],
                          v["momentum"])
     inputs = [train_path, trigger_path]
-    with resumable(out, _hash([cfg, *map(sha256_file, inputs)])):
+    with resumable(out, _hash([cfg, *map(file_sha256, inputs)])):
         losses = tune(model, bad, opt, lr=v["lr"], epochs=v["epochs"],
                       batch_size=v["batch_size"], seed=cfg["seed"], augment=v["augment"],
                       desc="victim")
@@ -119,7 +119,7 @@ def defend(cfg: dict, victim_path: str, train_path: str, test_path: str, trigger
     tune_set = data.subset(tuning_indices(len(data), cfg["tune_fraction"], cfg["seed"]))
     defense = defenses.get(cfg["defense"], cfg["defense_params"])
     inputs = [victim_path, train_path]
-    with resumable(out, _hash([cfg, *map(sha256_file, inputs)])):
+    with resumable(out, _hash([cfg, *map(file_sha256, inputs)])):
         delta = defense.fit(model, tune_set, cfg["seed"])
         save_tensors(out, delta, {"defense": cfg["defense"], "track": "supervised"})
         write_sidecar(out, step="sup_defend", config=cfg, inputs=inputs, code=code,
