@@ -65,7 +65,16 @@ VERBS = {
                ("--deltas", {"nargs": "*", "default": []}), ("--prefix", {})]),
     "paper-captions": ("Write the caption file: every paper item built and every one skipped.",
                        [("--plan", {}), ("--out", {})]),
+    "import-weights": ("Convert a CLIP weight file (OpenAI TorchScript, open_clip .pt/.bin, "
+                       "safetensors) once into clipbd's safetensors + sidecar.",
+                       [("src", {"metavar": "SRC", "help": "the weight file (formats below)"}),
+                        ("--arch", {"help": "open_clip architecture, e.g. ViT-B-32-quickgelu"}),
+                        ("--activation", {"default": "", "choices": ["quick_gelu", "gelu"],
+                                          "help": "what the weights were trained with (open_clip "
+                                                  "files only; OpenAI's is quick_gelu)"}),
+                        ("--out", {"help": "the clipbd safetensors file to write"})]),
 }
+USER_VERBS = {"import-weights"}  # run by hand, once, before a study; no rule calls them
 
 from clipbd.supervised.cli import VERBS as _SUPERVISED_VERBS  # noqa: E402 (FST's own protocol)
 
@@ -111,7 +120,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m clipbd", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb, (help_, args) in VERBS.items():
-        sp = sub.add_parser(verb, help=help_, description=help_)
+        extra = {}
+        if verb == "import-weights":
+            from clipbd.models.convert import HELP
+
+            extra = {"epilog": HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+        sp = sub.add_parser(verb, help=help_, description=help_, **extra)
         sp.add_argument("--cfg", default="{}", help="resolved config of this step (JSON)")
         sp.add_argument("--code", default="", help="code fingerprint, recorded in the sidecar")
         sp.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -142,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = json.loads(args.cfg)
     v = args.verb
+    if v == "import-weights":  # its own output handling: SRC must not be cleared as an output
+        from clipbd.models import convert
+
+        return convert.main(args)
     t0, publish = time.time(), _job(args)
     if v == "prepare":
         steps.prepare(cfg, args.out_train, args.out_test, args.code)

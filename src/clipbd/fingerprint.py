@@ -22,7 +22,8 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
                "cli.py", "config.py", "config_checks.py", "fingerprint.py", "grid.py",
                "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
                "attacks/__init__.py", "defenses/__init__.py", "report/__init__.py",
-               "train/__init__.py")
+               "train/__init__.py",
+               "models/convert.py")  # import-weights: run by hand before a study, no job
 MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",
           "models/configs/clipbd-tiny-vit.json")
 TRAIN = ("train/contrastive.py", "train/optim.py", "train/schedule.py", "train/state.py",
