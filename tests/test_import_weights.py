@@ -253,6 +253,22 @@ def test_config_check_names_each_foreign_format(files):
         assert f"config key `model.weights`: {files / name} is {what}" in msg, msg
         assert f"python -m clipbd import-weights {files / name} {args}" in msg, msg
     assert "if they are OpenAI-trained weights, use --arch ViT-B-32-quickgelu" in msg
+    junk = files / "notes.txt"
+    junk.write_text("sha256 of the weights: ...")
+    with pytest.raises(ConfigError, match=r"`model.weights`: .*notes.txt is neither a clipbd "
+                                          r"safetensors file nor a weight file import-weights reads"):
+        resolve(_cfg(VIT, junk))
+
+
+def test_audit_checks_the_converted_file_not_its_source(converted, tmp_path):
+    """The sidecar ties the file to its hash; the source is provenance, not an input the
+    audit needs (it may be deleted after conversion)."""
+    from clipbd.audit.chain import Auditor
+
+    _, out, _ = converted["rn50"]
+    entry = Auditor(tmp_path, None).visit(str(out))
+    assert (entry.status, entry.step, entry.inputs, entry.reasons) == (
+        "ok", "import-weights", [], [])
 
 
 def test_help_documents_every_format(capsys):

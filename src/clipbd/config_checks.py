@@ -89,8 +89,12 @@ def check_weight_file(key: str, arch: str, path: Path) -> None:
     from clipbd.models.convert import header, sniff
 
     kind = sniff(path)
+    if kind == "unknown":
+        raise _error(f"config key `{key}.weights`: {path} is neither a clipbd safetensors file "
+                     "nor a weight file import-weights reads (python -m clipbd import-weights "
+                     "--help lists them); fix the path")
     names = {"torchscript": "a TorchScript archive", "torch-zip": "a pickled torch.save file",
-             "torch-legacy": "a pickled torch.save file", "unknown": "not a weight file"}
+             "torch-legacy": "a pickled torch.save file"}
     if kind != "safetensors":
         raise _error(f"config key `{key}.weights`: {path} is {names[kind]}, not a clipbd "
                      f"safetensors file; convert it once: {_import_command(key, arch, path, kind)}")

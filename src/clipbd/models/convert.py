@@ -68,7 +68,8 @@ def sniff(path: str | Path) -> str:
     if _safetensors(path):
         return "safetensors"
     if zipfile.is_zipfile(path):
-        names = zipfile.ZipFile(path).namelist()
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return "torchscript"
         if any(n.endswith("/data.pkl") for n in names):
@@ -132,7 +133,10 @@ def read(src: str | Path) -> tuple[str, dict, dict]:
                              "open_clip_model.safetensors or open_clip_pytorch_model.bin")
         container = "safetensors"
     elif kind == "torchscript":
-        state = dict(torch.jit.load(str(src), map_location="cpu").state_dict())
+        try:
+            state = dict(torch.jit.load(str(src), map_location="cpu").state_dict())
+        except RuntimeError as err:
+            raise ValueError(f"{src}: torch.jit.load failed ({err})") from None
         container = "torchscript"
     elif kind in ("torch-zip", "torch-legacy"):
         try:
