@@ -24,37 +24,21 @@ from clipbd.artifacts import load_tensors, sha256_file
 from clipbd.config import ConfigError, resolve
 from clipbd.models import clip, convert
 from conftest import ROOT
+from weights_util import save_openai_torchscript
+from workflow_util import snakemake
 
 open_clip = clip.open_clip
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 VIT_Q, VIT = "ViT-B-32-quickgelu", "ViT-B-32"
 
 
-def _openai_layout(model: torch.nn.Module) -> torch.nn.Module:
-    """An open_clip model turned into OpenAI's released layout, in place."""
-    from open_clip.model import convert_weights_to_lp
-
-    convert_weights_to_lp(model, torch.float16)  # OpenAI's files: fp16 except norms/embeddings
-    mask = model._buffers.pop("attn_mask")  # OpenAI keeps the mask off the state dict
-    model.attn_mask = mask
-    for key, value in (("input_resolution", 224), ("context_length", 77), ("vocab_size", 49408)):
-        model.__dict__.pop(key, None)
-        model.register_buffer(key, torch.tensor(value))
-    return model
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    vit = _openai_layout(open_clip.create_model(VIT_Q).eval())
-    torch.jit.script(vit).save(str(d / "ViT-B-32.pt"))
-    torch.save(vit.state_dict(), d / "ViT-B-32-state-dict.pt")
+    vit = save_openai_torchscript(VIT_Q, d / "ViT-B-32.pt", seed=0)
+    torch.save(vit.state_dict(), d / "ViT-B-32-state-dict.pt")  # OpenAI's keys, fp16
     del vit
-    torch.manual_seed(1)
-    rn50 = _openai_layout(open_clip.create_model("RN50-quickgelu").eval())
-    torch.jit.script(rn50).save(str(d / "RN50.pt"))
-    del rn50
+    save_openai_torchscript("RN50-quickgelu", d / "RN50.pt", seed=1)
     torch.manual_seed(2)  # a LAION-style GELU model in open_clip's own formats
     state = open_clip.create_model(VIT).state_dict()
     torch.save({"epoch": 32, "state_dict": {f"module.{k}": v for k, v in state.items()}},
@@ -269,6 +253,20 @@ def test_audit_checks_the_converted_file_not_its_source(converted, tmp_path):
     entry = Auditor(tmp_path, None).visit(str(out))
     assert (entry.status, entry.step, entry.inputs, entry.reasons) == (
         "ok", "import-weights", [], [])
+
+
+@pytest.mark.integration
+def test_snakemake_refuses_a_pickle_before_any_job(tmp_path):
+    import yaml
+
+    pt = tmp_path / "model.pt"
+    torch.save({"visual.proj": torch.zeros(2, 2)}, pt)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_cfg(VIT, pt)))
+    res = snakemake(tmp_path, "-n", timeout=300)
+    err = res.stderr + res.stdout
+    assert res.returncode != 0 and "clipbd config error: config key `model.weights`" in err
+    assert f"python -m clipbd import-weights {pt} --arch {VIT} --activation gelu --out" in err
+    assert not (tmp_path / "results").exists()
 
 
 def test_help_documents_every_format(capsys):
