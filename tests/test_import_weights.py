@@ -187,6 +187,11 @@ def test_config_check_refuses_activation_mismatch(converted):
     with pytest.raises(ConfigError, match=rf"config key `model.arch`: .* trained with quick_gelu "
                                           rf"but {VIT} uses gelu.*set `model.arch: {VIT_Q}`"):
         resolve(_cfg(VIT, out))
+    with pytest.raises(ConfigError, match=rf"config key `model.arch`: .* was converted for "
+                                          rf"{VIT_Q}; set `model.arch: {VIT_Q}`"):
+        resolve(_cfg("ViT-B-16-quickgelu", out))
+    with pytest.raises(ConfigError, match=rf"uses gelu, .* set `model.arch: {VIT_Q}`"):
+        resolve(_cfg("ViT-B-16", out))
     _, out, _ = converted["bin"]  # GELU weights (LAION-style) under a QuickGELU architecture
     with pytest.raises(ConfigError, match=r"trained with gelu but .* set `model.arch: ViT-B-32`"):
         resolve(_cfg(VIT_Q, out))
@@ -201,7 +206,8 @@ def test_config_check_gives_the_import_command_that_works(files, tmp_path):
     msg = str(err.value)
     out = files / "ViT-B-32.clipbd.safetensors"
     cmd = f"python -m clipbd import-weights {src} --arch {VIT_Q} --out {out}"
-    assert msg.startswith(f"config key `model.weights`: {src} is a TorchScript archive") and cmd in msg
+    assert msg.startswith(f"config key `model.weights`: {src} is a TorchScript archive")
+    assert cmd in msg
     env = {"PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     argv = [sys.executable, *shlex.split(cmd)[1:], "--threads", "1"]
     res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
@@ -216,7 +222,8 @@ def test_verb_refuses_gelu_for_openai_in_one_line(files, tmp_path, capsys):
     from clipbd.cli import main
 
     out = tmp_path / "w.safetensors"
-    assert main(["import-weights", str(files / "ViT-B-32.pt"), "--arch", VIT, "--out", str(out)]) == 2
+    argv = ["import-weights", str(files / "ViT-B-32.pt"), "--arch", VIT, "--out", str(out)]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and not out.exists() and (files / "ViT-B-32.pt").is_file()
     assert re.fullmatch(rf"clipbd import-weights: {files}/ViT-B-32.pt: its weights were trained "
@@ -240,7 +247,7 @@ def test_config_check_names_each_foreign_format(files):
     junk = files / "notes.txt"
     junk.write_text("sha256 of the weights: ...")
     with pytest.raises(ConfigError, match=r"`model.weights`: .*notes.txt is neither a clipbd "
-                                          r"safetensors file nor a weight file import-weights reads"):
+                                          r"safetensors file nor a weight file"):
         resolve(_cfg(VIT, junk))
 
 

@@ -60,9 +60,9 @@ def header_problem(meta: dict, arch: str, key: str = "model") -> str | None:
         return "it has no `arch` in its header (not written by clipbd)"
     trained = meta.get("activation") or activation(have)
     if trained != activation(arch):
+        fix = have if activation(have) == trained else arch_with(arch, trained)
         return (f"its weights were trained with {trained} but {arch} uses {activation(arch)}, "
-                "so every number would be silently wrong; set "
-                f"`{key}.arch: {arch_with(arch, trained)}`")
+                f"so every number would be silently wrong; set `{key}.arch: {fix}`")
     if have != arch:
         return f"it was converted for {have}; set `{key}.arch: {have}` or convert it again"
     return None
