@@ -78,7 +78,7 @@ CASES = [
      "`model.sha256`", "put the file's sha256sum there"),
     ("weights file missing", [("model.weights", "/nonexistent/clip.safetensors"),
                               ("model.sha256", ZEROS)],
-     "`model.weights`", "point it at a local open_clip safetensors"),
+     "`model.weights`", "point it at a local clipbd safetensors"),
     ("unknown architecture", [("model.arch", "ViT-Q-99")],
      "`model.arch`", "use a tiny one (clipbd-tiny"),
     ("misspelt top-level key", [("grdi", [])], "`grdi`", "remove it or fix its spelling"),

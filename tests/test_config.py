@@ -79,10 +79,13 @@ def test_plan_only_accepts_missing_files(cfg, tmp_path):
 
 
 def test_existing_weights_with_sha_accepted(cfg, tmp_path):
-    w = tmp_path / "w.safetensors"
-    w.write_bytes(b"x")
+    from clipbd.artifacts import save_tensors, sha256_file
+    import torch
+
+    w = tmp_path / "w.safetensors"  # the header is what the config check reads
+    save_tensors(w, {"logit_scale": torch.zeros(())}, {"arch": "clipbd-tiny-vit"})
     cfg["model"]["weights"] = str(w)
-    cfg["model"]["sha256"] = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+    cfg["model"]["sha256"] = sha256_file(w)
     assert config.resolve(cfg)["model"]["weights"] == str(w)
 
 

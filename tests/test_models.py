@@ -40,8 +40,8 @@ def test_unknown_arch():
 
 
 def test_local_weights_with_sha256(model, tmp_path):
-    path = tmp_path / "open_clip_model.safetensors"
-    save_tensors(path, dict(model.state_dict()))
+    path = tmp_path / "clip.safetensors"
+    save_tensors(path, dict(model.state_dict()), {"arch": ARCH})
     digest = sha256_file(path)
     loaded = clip.load_pretrained(ARCH, str(path), digest)
     for k, v in model.state_dict().items():
@@ -54,8 +54,20 @@ def test_local_weights_with_sha256(model, tmp_path):
 
 def test_weights_for_another_architecture_refused(tmp_path):
     path = tmp_path / "w.safetensors"
-    save_tensors(path, {"visual.proj": torch.zeros(2, 2)})
+    save_tensors(path, {"visual.proj": torch.zeros(2, 2)}, {"arch": ARCH})
     with pytest.raises(ValueError, match="do not fit"):
+        clip.load_pretrained(ARCH, str(path), None)
+
+
+def test_weights_without_clipbd_header_or_with_another_activation_refused(model, tmp_path):
+    """A bare open_clip safetensors file does not say what activation its weights were trained
+    with; a header whose activation differs from the architecture's is the QuickGELU trap."""
+    path = tmp_path / "open_clip_model.safetensors"
+    save_tensors(path, dict(model.state_dict()))
+    with pytest.raises(ValueError, match="no `arch` in its header.*import-weights"):
+        clip.load_pretrained(ARCH, str(path), None)
+    save_tensors(path, dict(model.state_dict()), {"arch": ARCH, "activation": "quick_gelu"})
+    with pytest.raises(ValueError, match="trained with quick_gelu but clipbd-tiny-vit uses gelu"):
         clip.load_pretrained(ARCH, str(path), None)
 
 

@@ -70,8 +70,23 @@ def test_paper_uses_the_lineage_settings(tmp_path):
 def test_cross_domain_sets_share_the_imagenet_backdoor(tmp_path):
     cfg = config.resolve(paper(tmp_path, plan_only=True))
     assert grid.backbone(cfg, "imagenet_v2") is None
-    assert grid.arch(cfg, "imagenet_vitl14") == "ViT-L-14"
-    assert grid.arch(cfg, "imagenet_prompt_cls") == "ViT-B-32"
+    assert grid.arch(cfg, "imagenet_vitl14") == "ViT-L-14-quickgelu"
+    assert grid.arch(cfg, "imagenet_prompt_cls") == "ViT-B-32-quickgelu"
+
+
+def test_openai_backbones_use_quickgelu(tmp_path):
+    """Every backbone of the paper config is OpenAI's CLIP, trained with QuickGELU: the
+    architecture must be open_clip's -quickgelu variant, or the weights load silently wrong."""
+    from clipbd.models import clip
+
+    cfg = config.resolve(paper(tmp_path, plan_only=True))
+    blocks = {"model": cfg["model"], **{f"models.{n}": m for n, m in cfg["models"].items()}}
+    assert {k: (b["arch"], clip.activation(b["arch"])) for k, b in blocks.items()} == {
+        "model": ("ViT-B-32-quickgelu", "quick_gelu"),
+        "models.vit_b16": ("ViT-B-16-quickgelu", "quick_gelu"),
+        "models.vit_l14": ("ViT-L-14-quickgelu", "quick_gelu"),
+        "models.rn50": ("RN50-quickgelu", "quick_gelu")}
+    assert all("openai" in b["weights"] for b in blocks.values())
 
 
 def test_missing_paths_are_listed_together_with_key_and_fix(tmp_path):
@@ -87,8 +102,9 @@ def test_missing_paths_are_listed_together_with_key_and_fix(tmp_path):
             "`datasets.imagenet_rn50.path`): set it to the dataset root") in msg
     assert f"{d}/cc3m/train.csv not found (config key `datasets.cc3m.path`)" in msg
     assert (f"{d}/clip/RN50-openai.safetensors not found (config key `models.rn50.weights`): "
-            "point it at a local open_clip safetensors file and put its sha256sum under "
-            "`models.rn50.sha256`") in msg
+            "point it at a local clipbd safetensors file and put its sha256sum under "
+            "`models.rn50.sha256` (convert the file you hold once: python -m clipbd "
+            "import-weights --help)") in msg
     # present files drop out of the list
     (tmp_path / "data" / "clip").mkdir(parents=True)
     (tmp_path / "data" / "clip" / "RN50-openai.safetensors").write_bytes(b"x")

@@ -58,7 +58,8 @@ VERBS = {
               "  4  a --recompute artifact differs from its recorded sha256, or could not\n"
               "     be rebuilt: its job does not reproduce it\n"
               "  3  an artifact is stale (other code, config or inputs): rerun the workflow\n"
-              "  0  everything ok",
+              "  2  the --configfile cannot be read (the message names the key or file)\n"
+               "  0  everything ok",
               [("--root", {"default": "."}),
                ("--configfile", {"default": "", "help": "current config, read as the workflow "
                                  "reads a --configfile (with what it `extends`; default: the "
@@ -79,7 +80,16 @@ VERBS = {
                ("--deltas", {"nargs": "*", "default": []}), ("--prefix", {})]),
     "paper-captions": ("Write the caption file: every paper item built and every one skipped.",
                        [("--plan", {}), ("--out", {})]),
+    "import-weights": ("Convert a CLIP weight file (OpenAI TorchScript, open_clip .pt/.bin, "
+                       "safetensors) once into clipbd's safetensors + sidecar.",
+                       [("src", {"metavar": "SRC", "help": "the weight file (formats below)"}),
+                        ("--arch", {"help": "open_clip architecture, e.g. ViT-B-32-quickgelu"}),
+                        ("--activation", {"default": "", "choices": ["quick_gelu", "gelu"],
+                                          "help": "what the weights were trained with (open_clip "
+                                                  "files only; OpenAI's is quick_gelu)"}),
+                        ("--out", {"help": "the clipbd safetensors file to write"})]),
 }
+USER_VERBS = {"import-weights"}  # run by hand, once, before a study; no rule calls them
 
 from clipbd.supervised.cli import VERBS as _SUPERVISED_VERBS  # noqa: E402 (FST's own protocol)
 
@@ -130,8 +140,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m clipbd", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb, (help_, args) in VERBS.items():
+        extra = {}
+        if verb == "import-weights":
+            from clipbd.models.convert import HELP
+
+            extra = {"epilog": HELP}
         sp = sub.add_parser(verb, help=help_.split("\n")[0], description=help_,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            formatter_class=argparse.RawDescriptionHelpFormatter, **extra)
         sp.add_argument("--cfg", default="{}", help="resolved config of this step (JSON)")
         sp.add_argument("--code", default="", help="code fingerprint, recorded in the sidecar")
         sp.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -162,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = json.loads(args.cfg)
     v = args.verb
+    if v == "import-weights":  # its own output handling: SRC must not be cleared as an output
+        from clipbd.models import convert
+
+        return convert.main(args)
     t0, publish = time.time(), _job(args)
     if v == "prepare":
         steps.prepare(cfg, args.out_train, args.out_test, args.code)

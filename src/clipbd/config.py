@@ -311,8 +311,9 @@ def missing_paths(cfg: dict) -> list[str]:
     weights += [(f"models.{n}", m["weights"]) for n, m in cfg["models"].items()]
     for key, path in weights:
         if path and not Path(path).is_file():
-            found.append((f"{key}.weights", path, "point it at a local open_clip safetensors "
-                          f"file and put its sha256sum under `{key}.sha256`"))
+            found.append((f"{key}.weights", path, "point it at a local clipbd safetensors "
+                          f"file and put its sha256sum under `{key}.sha256` (convert the "
+                          "file you hold once: python -m clipbd import-weights --help)"))
     keys: dict[tuple[str, str], list[str]] = {}
     for key, path, fix in found:  # one message per path, naming every key that uses it
         keys.setdefault((path, fix), []).append(key)

@@ -1,5 +1,6 @@
-"""Config checks against the models themselves: architecture names, weight checksums, prompt
-depth vs the image encoder's blocks, text prompt length vs the text context length.
+"""Config checks against the models themselves: architecture names, weight checksums, weight
+files in clipbd's format with the architecture's activation, prompt depth vs the image
+encoder's blocks, text prompt length vs the text context length.
 
 Called by `clipbd.config.resolve` after the schema and cross-key checks; each error names
 the config key and the fix, before any job starts.
@@ -56,6 +57,55 @@ def check_weights(cfg: dict) -> None:
             if got != want:
                 raise _error(f"config key `{key}.sha256`: {path} has sha256 {got}, the config "
                              f"says {want}; fix the checksum (sha256sum {path}) or `{key}.weights`")
+        if path and Path(path).is_file():
+            check_weight_file(key, arch, Path(path))
+
+
+def _import_command(key: str, arch: str, path: Path, kind: str) -> str:
+    """The exact `import-weights` command for a file the pipeline cannot load as it is."""
+    from clipbd.models import clip
+    from clipbd.models.convert import looks_openai
+
+    out = path.with_name(f"{path.name.split('.')[0]}.clipbd.safetensors")
+    openai = kind == "torchscript" or (kind == "torch-zip" and looks_openai(path))
+    if openai:
+        cmd = f"--arch {clip.arch_with(arch, 'quick_gelu')}"
+        note = " (OpenAI weights: QuickGELU)"
+    else:
+        act = clip.activation(arch)
+        cmd = f"--arch {arch} --activation {act}"
+        note = ("" if act == "quick_gelu" else "; if they are OpenAI-trained weights, use "
+                f"--arch {clip.arch_with(arch, 'quick_gelu')} --activation quick_gelu instead")
+    return (f"python -m clipbd import-weights {path} {cmd} --out {out}{note}, then set "
+            f"`{key}.weights: {out}`, `{key}.arch` to that --arch and `{key}.sha256` to the "
+            "sha256 it prints")
+
+
+def check_weight_file(key: str, arch: str, path: Path) -> None:
+    """`<key>.weights` is a clipbd safetensors file for `<key>.arch` (arch and activation in
+    its header, written by `import-weights` or a clipbd job); anything else is refused with
+    the command that converts it."""
+    from clipbd.models import clip
+    from clipbd.models.convert import header, sniff
+
+    kind = sniff(path)
+    if kind == "unknown":
+        raise _error(f"config key `{key}.weights`: {path} is neither a clipbd safetensors file "
+                     "nor a weight file import-weights reads (python -m clipbd import-weights "
+                     "--help lists them); fix the path")
+    names = {"torchscript": "a TorchScript archive", "torch-zip": "a pickled torch.save file",
+             "torch-legacy": "a pickled torch.save file"}
+    if kind != "safetensors":
+        raise _error(f"config key `{key}.weights`: {path} is {names[kind]}, not a clipbd "
+                     f"safetensors file; convert it once: {_import_command(key, arch, path, kind)}")
+    meta = header(path)
+    problem = clip.header_problem(meta, arch, key)
+    if problem and not meta.get("arch"):
+        raise _error(f"config key `{key}.weights`: {path} is a safetensors file without clipbd's "
+                     f"header (arch, activation); convert it once: "
+                     f"{_import_command(key, arch, path, kind)}")
+    if problem:
+        raise _error(f"config key `{key}.arch`: {path} does not go with {arch}: {problem}")
 
 
 def _values(cfg: dict, block: dict, b: int, defense: str, key: str) -> list[tuple[str, int]]:

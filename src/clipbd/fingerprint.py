@@ -24,7 +24,8 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
                "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
                "audit/recompute.py",
                "attacks/__init__.py", "defenses/__init__.py", "report/__init__.py",
-               "train/__init__.py")
+               "train/__init__.py",
+               "models/convert.py")  # import-weights: run by hand before a study, no job
 MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",
           "models/configs/clipbd-tiny-vit.json")
 TRAIN = ("train/contrastive.py", "train/optim.py", "train/schedule.py", "train/state.py",

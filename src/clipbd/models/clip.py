@@ -3,8 +3,12 @@
 * Tiny architectures ship as open_clip model configs in `configs/` and are registered at
   import (`clipbd-tiny-vit`, ...). They start from random weights and are pre-trained by the
   `pretrain` rule.
-* Real architectures (ViT-B-32, RN50, ...) are built by open_clip by name and filled from a
-  local safetensors file whose sha256 must match the config. Pickled checkpoints are refused.
+* Real architectures (ViT-B-32-quickgelu, RN50, ...) are built by open_clip by name and
+  filled from a local clipbd safetensors file whose sha256 must match the config. The files
+  users hold (OpenAI TorchScript, open_clip .bin, ...) are converted once by
+  `python -m clipbd import-weights` (`clipbd.models.convert`); pickles are never read here.
+  The header records the architecture and the activation the weights were trained with
+  (OpenAI's: QuickGELU); a file whose activation differs from the architecture's is refused.
 """
 from __future__ import annotations
 
@@ -34,6 +38,36 @@ def create(arch: str) -> torch.nn.Module:
     return model
 
 
+def activation(arch: str) -> str:
+    """'quick_gelu' or 'gelu': the activation of open_clip architecture `arch`."""
+    cfg = open_clip.get_model_config(arch) or {}
+    return "quick_gelu" if cfg.get("quick_gelu") else "gelu"
+
+
+def arch_with(arch: str, act: str) -> str:
+    """The open_clip name of `arch` with activation `act` (ViT-B-32 <-> ViT-B-32-quickgelu)."""
+    base = arch.removesuffix("-quickgelu")
+    name = f"{base}-quickgelu" if act == "quick_gelu" else base
+    if name in open_clip.list_models():
+        return name
+    return f"<an architecture with quick_gelu: {act == 'quick_gelu'}; open_clip has no {name}>"
+
+
+def header_problem(meta: dict, arch: str, key: str = "model") -> str | None:
+    """Why a clipbd safetensors header does not go with `<key>.arch: arch` (None: it does)."""
+    have = meta.get("arch")
+    if not have:
+        return "it has no `arch` in its header (not written by clipbd)"
+    trained = meta.get("activation") or activation(have)
+    if trained != activation(arch):
+        fix = have if activation(have) == trained else arch_with(arch, trained)
+        return (f"its weights were trained with {trained} but {arch} uses {activation(arch)}, "
+                f"so every number would be silently wrong; set `{key}.arch: {fix}`")
+    if have != arch:
+        return f"it was converted for {have}; set `{key}.arch: {have}` or convert it again"
+    return None
+
+
 def tokenizer(arch: str):
     return open_clip.get_tokenizer(arch)
 
@@ -56,13 +90,17 @@ def load_pretrained(arch: str, weights: str, sha256: str | None, key: str = "mod
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weight file {weights} not found: set `{key}` to a local "
-                                "open_clip safetensors file (e.g. open_clip_model.safetensors)")
+                                "clipbd safetensors file (python -m clipbd import-weights)")
     if sha256:
         got = file_sha256(path)
         if got != sha256.lower():
             raise ValueError(f"{weights}: sha256 is {got}, config `{key.rsplit('.', 1)[0]}.sha256` "
                              f"says {sha256}; fix the path or the checksum")
-    state, _ = load_tensors(path)
+    state, meta = load_tensors(path)
+    problem = header_problem(meta, arch, key.rsplit(".", 1)[0])
+    if problem:
+        raise ValueError(f"{weights} (`{key}`): {problem}; files from elsewhere are converted "
+                         "once with `python -m clipbd import-weights SRC --arch ARCH --out FILE`")
     model = create(arch)
     _fill(model, state, str(path))
     return model
