@@ -86,6 +86,10 @@ def _audit(args) -> int:
     else:
         path = args.configfile or Path(args.root) / "config" / "config.yaml"
         current = config.load(path) if Path(path).is_file() else None
+    if current is not None:  # the fingerprints it expects hold the numerics settings
+        from clipbd import numerics
+
+        numerics.export(current["numerics"])
     return audit.main(args.root, current, args.out_dir)
 
 
@@ -128,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verb == "audit":
         return _audit(args)
+    from clipbd import numerics
+
+    numerics.apply()  # a job on CUDA: the deterministic option (clipbd.numerics)
     if args.verb.startswith("sup-"):  # the supervised track (clipbd.supervised.cli)
         from clipbd.supervised.cli import run
 
