@@ -28,10 +28,11 @@ STUDY = {"seed": 0, "image_size": 32, "datasets": {"shapes": DS},
                    "shots": [1], "seeds": [0]}]}
 AMBIENT = {"unset": {}, "aten_avx512": {"ATEN_CPU_CAPABILITY": "avx512"},
            "aten_default": {"ATEN_CPU_CAPABILITY": "default"},
-           "mkl_auto": {"MKL_CBWR": "AUTO"},
+           "mkl_auto": {"MKL_CBWR": "AUTO"}, "mkl_strict": {"MKL_CBWR": "AVX2,STRICT"},
            "onednn_avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DNNL_MAX_CPU_ISA": "AVX512_CORE"},
            "all_wide": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO",
-                        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "OMP_NUM_THREADS": "2"}}
+                        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "OMP_NUM_THREADS": "2",
+                        "OMP_DYNAMIC": "TRUE"}}
 x86 = pytest.mark.skipif(numerics.host_isa() not in ("AVX2", "AVX512"), reason="x86 pins")
 
 
@@ -39,10 +40,12 @@ def test_default_pins_on_x86_and_the_job_threads():
     env = numerics.pinned_env(numerics.DEFAULTS, threads=3, machine="x86_64")
     assert env == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2",
                    "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2",
+                   "MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE",
                    "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3",
                    "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
     arm = numerics.pinned_env(numerics.DEFAULTS, threads=0, machine="aarch64")
-    assert arm == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}  # x86 ISA names mean nothing there
+    assert arm == {"MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE",  # x86 ISA names mean
+                   "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}  # nothing there
     off = numerics.pinned_env({"pin": False, "cuda_deterministic": False}, threads=3)
     assert off == {}
 
@@ -171,3 +174,27 @@ def test_opt_out_leaves_the_kernels_to_the_host_and_the_shell(split):
     _, rec = _pretrain(split, "off_host", {}, block={"pin": False})
     assert rec["env"]["ATEN_CPU_CAPABILITY"] is None
     assert rec["cpu_capability"] == {"AVX512": "AVX512", "AVX2": "AVX2"}[numerics.host_isa()]
+
+
+def test_benchmark_analysis_finds_the_knobs_that_change_bytes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("numerics_bench", ROOT / "benchmarks" / "numerics.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def r(h, s, threads=1):
+        return [{"sha256": h, "step_s": s, "capability": "AVX2", "threads": threads}]
+
+    runs = {"host": r("a", 1.0) + r("a", 0.8), "avx2_host": r("b", 1.3), "pinned": r("c", 1.4),
+            "avx2_strict": r("c", 1.5), "aten": r("d", 1.1), "mkl": r("a", 0.9),
+            "aten+onednn": r("b", 1.2), "pinned_2threads": r("e", 0.9, 2)}
+    out = bench.analyse(runs)
+    assert out["knob_alone_changes_bytes"] == {"aten": True, "mkl": False}
+    assert out["agreeing_with_avx2_host"] == ["aten+onednn"]
+    assert out["cheapest_agreeing"] == "aten+onednn"
+    assert out["strict_changes_bytes"] and out["pinned_equals_avx2_strict"]
+    assert out["threads_change_bytes"] == {"pinned": True}
+    assert out["pinned_over_host"] == 1.75  # fastest of each over the host's fastest (0.8)
+    runs["host"].append({**runs["host"][0], "sha256": "z"})
+    assert bench.analyse(runs)["settings"]["host"]["sha256"] == "varies"

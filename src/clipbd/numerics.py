@@ -8,10 +8,12 @@ Pinned (`numerics.pin`, the default), every job computes at the AVX2 level that 
 machine of this kind has, whatever the host would pick by itself:
 
 * `ATEN_CPU_CAPABILITY=avx2`: ATen's AVX2 kernels, also on an AVX-512 host.
-* `MKL_CBWR=AVX2,STRICT`: MKL's conditional numerical reproducibility on its AVX2 branch;
-  STRICT also makes its results independent of the thread count.
+* `MKL_CBWR=AVX2`: MKL's conditional numerical reproducibility on its AVX2 branch (not
+  STRICT: that only frees MKL's own results from the thread count, while ATen's and oneDNN's
+  depend on it anyway, and costs time; measured in benchmarks/numerics.py).
 * `ONEDNN_MAX_CPU_ISA=AVX2` (and `DNNL_MAX_CPU_ISA`, its name before oneDNN 2.5).
-* `OMP_NUM_THREADS` / `MKL_NUM_THREADS` = the job's `--threads`.
+* `OMP_NUM_THREADS` / `MKL_NUM_THREADS` = the job's `--threads`, and `MKL_DYNAMIC` /
+  `OMP_DYNAMIC` = FALSE: the thread count changes the bytes too, so it must not vary.
 
 These are read when torch first runs a kernel, so they must be in the environment before a
 job imports torch: the Snakefile exports them to every job (`export`, like `accel.export`),
@@ -32,6 +34,7 @@ This module imports nothing heavy: it runs before torch is imported.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -40,11 +43,12 @@ import re
 ENV = "CLIPBD_NUMERICS"  # the block's settings, as JSON, for the jobs
 DEFAULTS = {"pin": True, "cuda_deterministic": True}
 X86 = ("x86_64", "amd64", "i686", "x86")
-CPU_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT",
+CPU_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2",
             "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
+FIXED_THREADS = {"MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE"}  # no run-time thread changes
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 CUDA_PINS = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
-RECORDED = (*CPU_PINS, *THREAD_VARS, *CUDA_PINS)
+RECORDED = (*CPU_PINS, *FIXED_THREADS, *THREAD_VARS, *CUDA_PINS)
 
 
 def settings(block: dict | None = None) -> dict:
@@ -61,6 +65,7 @@ def pinned_env(s: dict, threads: int = 0, machine: str | None = None) -> dict[st
     if s["pin"]:
         if (machine or platform.machine()).lower() in X86:  # the pins name x86 ISAs
             env.update(CPU_PINS)
+        env.update(FIXED_THREADS)
         if threads > 0:
             env.update({v: str(threads) for v in THREAD_VARS})
     if s["cuda_deterministic"]:
@@ -117,6 +122,7 @@ def apply() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+@functools.lru_cache(maxsize=None)
 def _versions() -> dict:
     import torch
 
