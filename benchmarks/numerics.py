@@ -11,11 +11,14 @@ per step (after two warm-up steps). Settings run interleaved, `--repeat` rounds,
 ratios (median time over the unpinned host's) are measured within one run.
 
 Settings: `host` (no knob set: what this processor picks), `avx2_host` (what a machine with AVX2
-and no AVX-512 picks: ATen, MKL and oneDNN at AVX2, MKL without STRICT), `pinned` (the
-`numerics` default), every subset of the three pins alone, and `pinned` at a second thread
-count. The cheapest pinning that still agrees across machines is the fastest subset whose hash
-equals `avx2_host`'s. `--quick`: host, avx2_host and pinned, 6 steps, 1 round.
-Prints one JSON line and writes it to `--out`.
+and no AVX-512 picks: ATen, MKL and oneDNN at AVX2), `pinned` (the `numerics` default),
+`avx2_strict` (MKL's STRICT mode on top), each knob alone and each pair, a second thread count,
+and ATen's scalar kernels. A knob matters when setting it alone changes the bytes; the
+cheapest pinning that still agrees across machines is the fastest setting whose hash equals
+`avx2_host`'s. `--only NAME...` runs a few settings (and host); `--quick`: host, avx2_host
+and pinned, 6 steps, 1 round. Prints one JSON line and writes it to `--out`.
+
+The timings need a quiet machine: on a loaded one, rounds differ by more than the pins cost.
 """
 from __future__ import annotations
 
@@ -125,9 +128,8 @@ def analyse(runs: dict[str, list[dict]]) -> dict:
     out["agreeing_with_avx2_host"] = sorted(agreeing)
     out["cheapest_agreeing"] = min(agreeing, key=lambda n: s[n]["step_s"]) if agreeing else None
     out["host_equals_avx2_host"] = h["host"] == want
-    if "avx2_strict" in h:  # STRICT on both machines: the pinned default vs that AVX2 machine
+    if "avx2_strict" in h and want:  # MKL's STRICT mode on both kinds of machine
         out["strict_changes_bytes"] = h["avx2_strict"] != want
-        out["pinned_equals_avx2_strict"] = h.get("pinned") == h["avx2_strict"]
     out["threads_change_bytes"] = {n: h[n] != h[f"{n}_{o}threads"] for n in h
                                    for o in (1, 2) if f"{n}_{o}threads" in h}
     out["pinned_over_host"] = s["pinned"]["ratio_to_host"] if "pinned" in s else None
