@@ -10,7 +10,7 @@ machine of this kind has, whatever the host would pick by itself:
 * `ATEN_CPU_CAPABILITY=avx2`: ATen's AVX2 kernels, also on an AVX-512 host.
 * `MKL_CBWR=AVX2`: MKL's conditional numerical reproducibility on its AVX2 branch (not
   STRICT: that only frees MKL's own results from the thread count, which the rest of a
-  training step depends on anyway, and costs time; measured in benchmarks/numerics.py).
+  training step depends on anyway (measured in benchmarks/numerics.py), and may be slower).
 * `ONEDNN_MAX_CPU_ISA=AVX2` (and `DNNL_MAX_CPU_ISA`, its name before oneDNN 2.5).
 * `OMP_NUM_THREADS` / `MKL_NUM_THREADS` = the job's `--threads`, and `MKL_DYNAMIC` /
   `OMP_DYNAMIC` = FALSE: the thread count changes the bytes too, so it must not vary.
