@@ -237,6 +237,12 @@ def _accelerator() -> dict:
     return accel.describe()
 
 
+def _numerics() -> dict:
+    from clipbd import numerics
+
+    return numerics.describe()
+
+
 def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: list[str],
                   code: str, seed: int | None, started: float, extra: dict | None = None) -> dict:
     """Provenance of one artifact, written next to it as `<artifact>.json`.
@@ -263,6 +269,7 @@ def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: li
         "wall_time_s": round(time.time() - started, 3),
         "host": platform.node(),
         "accelerator": _accelerator(),
+        "numerics": _numerics(),
     }
     if extra:
         info.update(extra)

@@ -114,6 +114,10 @@ def _audit(args) -> int:
         except config.ConfigError as err:
             sys.stderr.write(f"clipbd config error: {err}\n")
             return 2
+    if current is not None:  # the fingerprints it expects hold the numerics settings
+        from clipbd import numerics
+
+        numerics.export(current["numerics"])
     return audit.main(args.root, current, args.out_dir, args.recompute, args.snakefile,
                       args.configfile or None)
 
@@ -163,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verb == "audit":
         return _audit(args)
+    from clipbd import numerics
+
+    numerics.apply()  # a job on CUDA: the deterministic option (clipbd.numerics)
     if args.verb.startswith("sup-"):  # the supervised track (clipbd.supervised.cli)
         from clipbd.supervised.cli import run
 

@@ -10,6 +10,8 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from clipbd import numerics
+
 PKG = Path(__file__).resolve().parent
 
 # What every job runs. Left out on purpose: cli.py (argument parsing), config.py,
@@ -19,6 +21,7 @@ PKG = Path(__file__).resolve().parent
 CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py", "steps.py",
         "data/__init__.py", "data/store.py")
 NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like threads
+               "numerics.py",  # its settings and pins go in through `numerics.token()` instead
                "cli.py", "config.py", "config_checks.py", "config_overrides.py",
                "fingerprint.py", "grid.py",
                "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
@@ -57,9 +60,10 @@ def _file_hash(rel: str) -> str:
 
 
 def fingerprint(stage: str, *extra_files: str) -> str:
-    """sha256 over the stage's files plus `extra_files` (paths relative to the package)."""
+    """sha256 over the stage's files plus `extra_files` (paths relative to the package), and
+    the numerics settings (which kernels run: `clipbd.numerics`)."""
     files = sorted(set(CORE + STAGES[stage] + tuple(f for f in extra_files if f)))
-    h = hashlib.sha256()
+    h = hashlib.sha256(numerics.token().encode() + b"\n")
     for rel in files:
         h.update(rel.encode() + b"\0" + _file_hash(rel).encode() + b"\n")
     return h.hexdigest()[:16]
