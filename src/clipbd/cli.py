@@ -44,7 +44,9 @@ VERBS = {
                  [("--model", {}), ("--test", {}), ("--poisoned", {"default": ""}),
                   ("--out", {})]),
     "aggregate": ("Collect metrics JSON files into the tidy table.",
-                  [("--out", {}), ("metrics", {"nargs": "*"})]),
+                  [("--out", {}), ("--json", {"default": "", "help": "also the scores per model as JSON "
+                                                 "(dvc.yaml's metrics)"}),
+                   ("metrics", {"nargs": "*"})]),
     "figure": ("Overview figure (PNG+PDF) and Markdown table from the tidy table.",
                [("--table", {}), ("--png", {}), ("--pdf", {}), ("--markdown", {})]),
     "gallery": ("Clean vs triggered images per attack, and the benign perturbations.",
@@ -218,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     elif v == "aggregate":
         from clipbd.report import aggregate
 
-        aggregate.write_csv(aggregate.table(args.metrics), args.out)
-        _sidecars(args, [args.out], "aggregate", args.metrics, t0)
+        df = aggregate.table(args.metrics)
+        aggregate.write_csv(df, args.out)
+        if args.json:
+            from clipbd.artifacts import write_json
+
+            write_json(args.json, aggregate.summary(df))
+        _sidecars(args, [args.out, *filter(None, [args.json])], "aggregate", args.metrics, t0)
     elif v == "figure":
         import pandas as pd
 

@@ -17,7 +17,8 @@ rule aggregate:
     input:
         all_metrics,
     output:
-        f"{R}/tables/metrics.csv",
+        csv=f"{R}/tables/metrics.csv",
+        json=f"{R}/tables/metrics.json",  # dvc.yaml's metrics
     params:
         code=code_for("aggregate"),
     conda:
@@ -31,7 +32,8 @@ rule aggregate:
         runtime=by_attempt(10),
         cpus_per_task=cpus_of,
     shell:
-        "python -m clipbd aggregate --code {params.code} --out {output} {input} 2> {log}"
+        "python -m clipbd aggregate --code {params.code} --out {output.csv} --json {output.json} "
+        "{input} 2> {log}"
 
 
 rule figure:
