@@ -49,6 +49,8 @@ VERBS = {
                    ("metrics", {"nargs": "*"})]),
     "figure": ("Overview figure (PNG+PDF) and Markdown table from the tidy table.",
                [("--table", {}), ("--png", {}), ("--pdf", {}), ("--markdown", {})]),
+    "loss-curves": ("Training loss curves (PNG+PDF, long CSV) of the jobs behind metrics JSONs.",
+                    [("--png", {}), ("--pdf", {}), ("--csv", {}), ("metrics", {"nargs": "*"})]),
     "gallery": ("Clean vs triggered images per attack, and the benign perturbations.",
                 [("--test", {}), ("--triggered", {"nargs": "*", "default": []}),
                  ("--seed", {"type": int, "default": 0}), ("--png", {}), ("--pdf", {}),
@@ -236,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         figures.overview(df, args.png, args.pdf)
         figures.write_markdown(df, args.markdown)
         _sidecars(args, [args.png, args.pdf, args.markdown], "figure", [args.table], t0)
+    elif v == "loss-curves":
+        from clipbd.report import loss_curves
+
+        found = loss_curves.collect(args.metrics)
+        loss_curves.figure(found, args.png, args.pdf)
+        loss_curves.write_csv(found, args.csv)
+        _sidecars(args, [args.png, args.pdf, args.csv], "loss_curves",
+                  [r["artifact"] for r in found], t0)
     elif v == "gallery":
         from clipbd.data.store import load_split
         from clipbd.report import gallery
