@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from clipbd.config import resolve, study
+from clipbd.config import STUDY_OUT, resolve, study
 from clipbd.report import aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,10 @@ def test_dvc_yaml_tracks_the_resolved_study_and_the_report():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     stage = dvc["stages"]["study"]
     assert stage["params"] == [{"results/study.json": None}]  # every key of the file
+    # whoever runs the study for DVC writes that file: the stage command and both scripts
+    for text in (stage["cmd"], *((ROOT / "scripts" / f"dvc_{v}.sh").read_text()
+                                 for v in ("push", "pull"))):
+        assert f"{STUDY_OUT}=results/study.json snakemake" in text
     assert not any("config" in d for d in stage["deps"])  # the config is the params, not files
     assert dvc["metrics"] == ["results/tables/metrics.json"]
     (plot,) = dvc["plots"]
