@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 
 dvc pull ${DVC_REMOTE:+--remote "$DVC_REMOTE"}
 # The artifacts belong to the code and config recorded in dvc.lock; adopt them only if the
-# checkout still has that code and config (otherwise Snakemake must decide what to rerun).
+# checkout still has that code and config (otherwise Snakemake must decide what to rerun). The
+# config is the one these arguments resolve to now (--configfile files, what they extend,
+# --config), written over results/study.json, then compared with the lock's.
+CLIPBD_STUDY_OUT=results/study.json snakemake --quiet --cores 1 --dry-run "$@" >/dev/null
 changed=$(dvc status --json study)
 if [ "$changed" != "{}" ]; then
   echo "[dvc_pull] code or config differ from dvc.lock; mtimes not restored: $changed" >&2

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/dvc ] && export PATH="$PWD/.venv/bin:$PATH"
 
 # Only a complete, up-to-date study is pushed: the lock then matches the code and config beside it.
-plan=$(snakemake --cores 1 --dry-run "$@" 2>&1) || { echo "$plan" >&2; exit 1; }
+# The dry run also writes results/study.json, the config it resolved (dvc.yaml's params).
+plan=$(CLIPBD_STUDY_OUT=results/study.json snakemake --cores 1 --dry-run "$@" 2>&1) || { echo "$plan" >&2; exit 1; }
 if ! grep -q "Nothing to be done" <<<"$plan"; then
   echo "[dvc_push] the workflow has jobs left; run it to completion first:" >&2
   grep -A30 "^Job stats:" <<<"$plan" >&2 || echo "$plan" >&2
@@ -15,4 +16,5 @@ if ! grep -q "Nothing to be done" <<<"$plan"; then
 fi
 dvc commit --force --quiet study
 dvc push ${DVC_REMOTE:+--remote "$DVC_REMOTE"}
-echo "[dvc_push] pushed; now commit the lock with the code: git add dvc.lock && git commit"
+echo "[dvc_push] pushed; now commit the lock and the study's config with the code:" \
+  "git add dvc.lock results/study.json && git commit"

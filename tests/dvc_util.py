@@ -99,7 +99,7 @@ def pulled_study(tmp_path_factory) -> Study:
     run(origin, "git", "commit", "-qm", "tiny study")
     snakemake(origin, timeout=2400)
     run(origin, "bash", "scripts/dvc_push.sh")
-    run(origin, "git", "add", "dvc.lock")
+    run(origin, "git", "add", "dvc.lock", "results/study.json")
     run(origin, "git", "commit", "-qm", "artifacts of the tiny study")
     run(base, "git", "clone", "-q", str(origin), str(clone))
     run(clone, "bash", "scripts/dvc_pull.sh", timeout=1200)

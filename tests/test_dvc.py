@@ -6,8 +6,10 @@ the repository), cloned with git and pulled with scripts/dvc_pull.sh (tests/dvc_
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -44,8 +46,16 @@ def test_lock_records_every_versioned_folder(study):
     arts = [p for p in (study.origin / "results").rglob("*.safetensors")]
     assert arts and all(p.with_name(p.name + ".json").is_file() for p in arts)
     deps = yaml.safe_load((study.origin / "dvc.lock").read_text())["stages"]["study"]["deps"]
-    assert sorted(d["path"] for d in deps) == ["Snakefile", "config/config.yaml", "src/clipbd",
-                                               "workflow"]
+    assert sorted(d["path"] for d in deps) == ["Snakefile", "src/clipbd", "workflow"]
+    # the config is the resolved study, every key of it, as the workflow saw it
+    params = yaml.safe_load((study.origin / "dvc.lock").read_text())["stages"]["study"]["params"]
+    resolved = json.loads((study.origin / "results" / "study.json").read_text())
+    assert params == {"results/study.json": resolved}
+    assert resolved["defenses"]["linear_probe"]["epochs"] == yaml.safe_load(
+        (study.origin / "config" / "config.yaml").read_text())["defenses"]["linear_probe"]["epochs"]
+    # git keeps the study's config with the lock; the artifacts stay ignored
+    tracked = run(study.origin, "git", "ls-files", "results").stdout.split()
+    assert tracked == ["results/study.json"]
 
 
 def test_default_remote_is_the_folder_beside_the_repository(study):
@@ -91,6 +101,40 @@ def test_pull_refuses_to_adopt_artifacts_of_other_code(study):
     assert res.returncode == 1
     assert "code or config differ from dvc.lock" in res.stderr and "src/clipbd" in res.stderr
     assert planned(study.clone) == []
+
+
+def test_pull_refuses_artifacts_of_another_config(study):
+    # a config edit, or other --config/--configfile arguments than the push's, is a changed
+    # param of the study stage: the pull stops before touching anything
+    cfg_path = study.clone / "config" / "config.yaml"
+    old = cfg_path.read_text()
+    cfg = yaml.safe_load(old)
+    cfg["defenses"]["linear_probe"]["epochs"] = 11
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    try:
+        res = run(study.clone, "bash", "scripts/dvc_pull.sh", check=False)
+    finally:
+        cfg_path.write_text(old)
+    assert res.returncode == 1
+    assert "code or config differ from dvc.lock" in res.stderr
+    assert "results/study.json" in res.stderr and "defenses" in res.stderr
+    res = run(study.clone, "bash", "scripts/dvc_pull.sh", "--config", "seed=1", check=False)
+    assert res.returncode == 1 and "results/study.json" in res.stderr
+    # back to the pushed config: the study.json the pull rewrote is git's again
+    run(study.clone, "bash", "scripts/dvc_pull.sh", timeout=1200)
+    assert run(study.clone, "git", "status", "--porcelain").stdout == ""
+    assert planned(study.clone) == []
+
+
+def test_metrics_and_params_are_dvcs(study):
+    shown = json.loads(run(study.origin, "dvc", "metrics", "show", "--json").stdout)
+    scores = next(iter(shown.values()))["data"]["results/tables/metrics.json"]["data"]
+    table = pd.read_csv(study.origin / "results" / "tables" / "metrics.csv")
+    assert len(scores) == len(table) > 0
+    row = table.iloc[0]
+    key = row["source"].removeprefix("results/metrics/").removesuffix("/metrics.json")
+    assert scores[key]["asr"] == pytest.approx(row["asr"])
+    assert run(study.origin, "dvc", "params", "diff").stdout.strip() == ""
 
 
 def test_remote_is_overridden_by_the_local_config(study):

@@ -1,6 +1,7 @@
 """The real workflow, end to end, on a tiny config (pytest -m integration selects these)."""
 from __future__ import annotations
 
+import math
 import shutil
 from collections import Counter
 
@@ -111,6 +112,20 @@ def test_figure_and_markdown(study):
     assert sorted(p.name for p in gallery.iterdir()) == sorted(figs + [f + ".json" for f in figs])
 
 
+def test_loss_curves_of_every_training_job(study):
+    # the sidecars keep each loop's loss per step; the report draws the ones behind the metrics
+    clean = read_json(study / "results" / "models" / "clean" / "model.safetensors.json")
+    c = clean["loss_curves"]["train"]
+    assert len(c["loss"]) == math.ceil(c["n_steps"] / c["chunk"]) <= 200 and c["n_steps"] > 0
+    if c["chunk"] == 1:  # every step kept: its last point is the final loss
+        assert c["loss"][-1] == pytest.approx(clean["final_loss"])
+    df = pd.read_csv(study / "results" / "tables" / "loss_curves.csv")
+    assert {"pretrain", "backdoor", "defend"} <= set(df.stage)
+    assert df.groupby(["artifact", "loop"]).size().max() <= 200
+    assert (study / "results" / "figures" / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (study / "results" / "figures" / "loss_curves.pdf").read_bytes()[:4] == b"%PDF"
+
+
 def test_hyperparameter_edit_reruns_exactly_its_jobs(study):
     cfg = yaml.safe_load((study / "config.yaml").read_text())
     cfg["defenses"]["linear_probe"]["epochs"] = 11
@@ -119,8 +134,8 @@ def test_hyperparameter_edit_reruns_exactly_its_jobs(study):
         # + the paper tables: 5 from metrics.csv, RVPT Table 9 from the deltas (not the
         # probes and their figures: linear probes are not probed)
         assert planned_jobs(study) == {"defend": 2, "evaluate": 2, "aggregate": 1,
-                                       "figure": 1, "paper_table": 6, "paper_captions": 1,
-                                       "all": 1}
+                                       "figure": 1, "loss_curves": 1, "paper_table": 6,
+                                       "paper_captions": 1, "all": 1}
     finally:
         cfg["defenses"]["linear_probe"]["epochs"] = 10
         (study / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -136,7 +151,7 @@ def test_tuning_on_another_dataset_without_the_target_class_is_planned(study):
     # RVPT's prompts transfer (a new few-shot draw on shapes); CBPT's class-wise prompts do not
     # the paper tables from metrics.csv rerun, and RVPT Tables 4-6 join them
     assert planned_jobs(study, "--configfile", str(study / "extra.yaml")) == {
-        "fewshot": 1, "defend": 1, "evaluate": 1, "aggregate": 1, "figure": 1,
+        "fewshot": 1, "defend": 1, "evaluate": 1, "aggregate": 1, "figure": 1, "loss_curves": 1,
         "paper_table": 5 + 3, "paper_captions": 1, "all": 1}
     res = snakemake(study, "-n", "--configfile", str(study / "extra.yaml"))
     run = "rvpt/tune_dataset~shapes,without_target_class~true/shots~4/seed~0"

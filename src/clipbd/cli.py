@@ -44,9 +44,13 @@ VERBS = {
                  [("--model", {}), ("--test", {}), ("--poisoned", {"default": ""}),
                   ("--out", {})]),
     "aggregate": ("Collect metrics JSON files into the tidy table.",
-                  [("--out", {}), ("metrics", {"nargs": "*"})]),
+                  [("--out", {}), ("--json", {"default": "", "help": "also the scores per model as JSON "
+                                                 "(dvc.yaml's metrics)"}),
+                   ("metrics", {"nargs": "*"})]),
     "figure": ("Overview figure (PNG+PDF) and Markdown table from the tidy table.",
                [("--table", {}), ("--png", {}), ("--pdf", {}), ("--markdown", {})]),
+    "loss-curves": ("Training loss curves (PNG+PDF, long CSV) of the jobs behind metrics JSONs.",
+                    [("--png", {}), ("--pdf", {}), ("--csv", {}), ("metrics", {"nargs": "*"})]),
     "gallery": ("Clean vs triggered images per attack, and the benign perturbations.",
                 [("--test", {}), ("--triggered", {"nargs": "*", "default": []}),
                  ("--seed", {"type": int, "default": 0}), ("--png", {}), ("--pdf", {}),
@@ -218,8 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     elif v == "aggregate":
         from clipbd.report import aggregate
 
-        aggregate.write_csv(aggregate.table(args.metrics), args.out)
-        _sidecars(args, [args.out], "aggregate", args.metrics, t0)
+        df = aggregate.table(args.metrics)
+        aggregate.write_csv(df, args.out)
+        if args.json:
+            from clipbd.artifacts import write_json
+
+            write_json(args.json, aggregate.summary(df))
+        _sidecars(args, [args.out, *filter(None, [args.json])], "aggregate", args.metrics, t0)
     elif v == "figure":
         import pandas as pd
 
@@ -229,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         figures.overview(df, args.png, args.pdf)
         figures.write_markdown(df, args.markdown)
         _sidecars(args, [args.png, args.pdf, args.markdown], "figure", [args.table], t0)
+    elif v == "loss-curves":
+        from clipbd.report import loss_curves
+
+        found = loss_curves.collect(args.metrics)
+        loss_curves.figure(found, args.png, args.pdf)
+        loss_curves.write_csv(found, args.csv)
+        _sidecars(args, [args.png, args.pdf, args.csv], "loss_curves",
+                  [r["artifact"] for r in found], t0)
     elif v == "gallery":
         from clipbd.data.store import load_split
         from clipbd.report import gallery

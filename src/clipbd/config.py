@@ -344,3 +344,18 @@ def cli_booleans(cfg: dict) -> dict:
     props = schema()["properties"]
     return {k: words[v.lower()] if k in strings and props.get(k, {}).get("type") == "boolean"
             else v for k, v in cfg.items()}
+
+
+STUDY_OUT = "CLIPBD_STUDY_OUT"  # scripts/dvc_*.sh set it for their dry run
+
+
+def write_study(cfg: dict) -> None:
+    """The resolved study to the JSON file $CLIPBD_STUDY_OUT names, if set: dvc.yaml's params
+    (results/study.json), written from the very config the workflow runs with."""
+    import os
+
+    path = os.environ.get(STUDY_OUT)
+    if path:
+        from clipbd.artifacts import write_json
+
+        write_json(path, cfg)

@@ -19,7 +19,7 @@ PKG = Path(__file__).resolve().parent
 # has no outputs and always runs), and the registries' __init__ files (their MODULES list
 # grows with every new attack/defense, which must not rerun the others' jobs).
 CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py", "steps.py",
-        "data/__init__.py", "data/store.py")
+        "data/__init__.py", "data/store.py", "train/curve.py")
 NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like threads
                "numerics.py",  # its settings and pins go in through `numerics.token()` instead
                "cli.py", "config.py", "config_checks.py", "config_overrides.py",
@@ -47,6 +47,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "features": MODELS + ("features.py",),
     "aggregate": ("report/aggregate.py",),
     "figure": ("report/figures.py",),
+    "loss_curves": ("report/loss_curves.py",),
     "gallery": ("report/gallery.py",),
     "probe": MODELS + ("models/visual_prompt.py", "report/gallery.py", "report/probe.py"),
     "paper": ("report/paper.py", "report/plan.py", "report/tables.py", "report/curves.py",

@@ -17,7 +17,7 @@ from clipbd.data.classnames import class_files
 from clipbd.data.store import load_split, manifest, save_split
 from clipbd.metrics import attack_success, backdoor_metrics
 from clipbd.poison import apply_in_batches, poison_corpus, poison_templates
-from clipbd.train import contrastive
+from clipbd.train import contrastive, curve
 from clipbd.train.state import TrainState, resumable
 
 log = logging.getLogger("clipbd")
@@ -74,7 +74,7 @@ def pretrain(cfg, splits: dict[str, str], out, code):
     models.save_checkpoint(out, model, m["arch"])
     state.clear()
     _sidecar(out, "pretrain", cfg, list(splits.values()), code, cfg["seed"], t0,
-             final_loss=losses[-1] if losses else None)
+             final_loss=losses[-1] if losses else None, **curve.curves(train=losses))
 
 
 def trigger(cfg, out, code):
@@ -100,7 +100,8 @@ def learn_trigger(cfg, model_path, splits: dict[str, str], out, code):
                                  tuple(cfg["backdoor"]["datasets"]))
     torch.manual_seed(cfg["seed"])
     save_tensors(out, attack.learn(ctx), {"attack": cfg["attack"]})
-    _sidecar(out, "learn_trigger", cfg, [model_path, *splits.values()], code, cfg["seed"], t0)
+    _sidecar(out, "learn_trigger", cfg, [model_path, *splits.values()], code, cfg["seed"], t0,
+             **curve.of(attack))
 
 
 def poison(cfg, trigger_path, splits: dict[str, str], out, code):
@@ -148,7 +149,7 @@ def backdoor(cfg, clean_path, poisoned_path, out, code):
     models.save_checkpoint(out, model, arch)
     state.clear()
     _sidecar(out, "backdoor", cfg, [clean_path, poisoned_path], code, cfg["seed"], t0,
-             final_loss=losses[-1] if losses else None)
+             final_loss=losses[-1] if losses else None, **curve.curves(train=losses))
 
 
 def sample_fewshot(cfg, train_path, out, code):
@@ -203,7 +204,7 @@ def defend(cfg, model_path, fewshot_path, train_path, out, code, trigger_path=""
     with resumable(out, _config_hash([cfg, *map(file_sha256, inputs)])):  # killed: resume
         delta = defense.fit(ctx, sub)
         save_tensors(out, delta, {"defense": cfg["defense"]})
-        _sidecar(out, "defend", cfg, inputs, code, cfg["run_seed"], t0)
+        _sidecar(out, "defend", cfg, inputs, code, cfg["run_seed"], t0, **curve.of(defense))
 
 
 def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code, features_path=""):

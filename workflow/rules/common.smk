@@ -35,7 +35,8 @@ def final_targets(wildcards):
         if config["supervised"]["only"]:
             return supervised
     galleries = [GALLERY[k].format(dataset=d) for d in attacked_datasets() for k in GALLERY]
-    return {"metrics": all_metrics(wildcards), "galleries": galleries, **FIGURES,
+    curves = {f"loss_curves_{k}": v for k, v in LOSS_CURVES.items()}
+    return {"metrics": all_metrics(wildcards), "galleries": galleries, **FIGURES, **curves,
             "paper": f"{R}/paper/captions.md", **supervised}
 
 

@@ -6,6 +6,11 @@ GALLERY = {
     "perturbations_png": f"{R}/figures/gallery/{{dataset}}_perturbations.png",
     "perturbations_pdf": f"{R}/figures/gallery/{{dataset}}_perturbations.pdf",
 }
+LOSS_CURVES = {
+    "png": f"{R}/figures/loss_curves.png",
+    "pdf": f"{R}/figures/loss_curves.pdf",
+    "csv": f"{R}/tables/loss_curves.csv",
+}
 FIGURES = {
     "png": f"{R}/figures/overview.png",
     "pdf": f"{R}/figures/overview.pdf",
@@ -17,7 +22,8 @@ rule aggregate:
     input:
         all_metrics,
     output:
-        f"{R}/tables/metrics.csv",
+        csv=f"{R}/tables/metrics.csv",
+        json=f"{R}/tables/metrics.json",  # dvc.yaml's metrics
     params:
         code=code_for("aggregate"),
     conda:
@@ -31,7 +37,8 @@ rule aggregate:
         runtime=by_attempt(10),
         cpus_per_task=cpus_of,
     shell:
-        "python -m clipbd aggregate --code {params.code} --out {output} {input} 2> {log}"
+        "python -m clipbd aggregate --code {params.code} --out {output.csv} --json {output.json} "
+        "{input} 2> {log}"
 
 
 rule figure:
@@ -56,6 +63,30 @@ rule figure:
     shell:
         "python -m clipbd figure --code {params.code} --table {input} --png {output.png} "
         "--pdf {output.pdf} --markdown {output.markdown} 2> {log}"
+
+
+rule loss_curves:
+    input:
+        all_metrics,  # the curves: in the sidecars of the training jobs behind these
+    output:
+        png=report(LOSS_CURVES["png"], caption="../report/loss_curves.rst", category="overview"),
+        pdf=LOSS_CURVES["pdf"],
+        csv=LOSS_CURVES["csv"],
+    params:
+        code=code_for("loss_curves"),
+    conda:
+        ENV
+    log:
+        "logs/loss_curves.log",
+    group:
+        "report"
+    resources:
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(10),
+        cpus_per_task=cpus_of,
+    shell:
+        "python -m clipbd loss-curves --code {params.code} --png {output.png} --pdf {output.pdf} "
+        "--csv {output.csv} {input} 2> {log}"
 
 
 rule gallery:

@@ -188,7 +188,7 @@ class BadCLIP(Attack):
         scale = float(ctx.model.logit_scale.detach().exp())
         neg_text = None if c.get("contrastive") == "in_batch" else self.negative_texts(ctx)
         loss = self.loss_fn(pos_text, neg_text, scale, bank)
-        patch, _ = optimize_patch(ctx, loss, patch_size=c["patch_size"], location=c["location"],
+        patch, self.losses = optimize_patch(ctx, loss, patch_size=c["patch_size"], location=c["location"],
                                   steps=c["steps"], batch_size=c["batch_size"], lr=c["lr"],
                                   init="normal", pool=self._pool(ctx, g),
                                   bound=c.get("bound", "project"))

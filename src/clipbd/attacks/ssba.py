@@ -75,6 +75,7 @@ class SSBA(Attack):
         g = torch.Generator().manual_seed(ctx.seed)
         ramp = max(1, steps // 3)
         bar = tqdm(range(steps), desc="ssba", mininterval=5)
+        self.losses: list[float] = []
         for step in bar:
             idx = torch.randint(0, int(sizes.sum()), (c["batch_size"],), generator=g)
             part = torch.searchsorted(starts, idx, right=True) - 1
@@ -91,6 +92,7 @@ class SSBA(Attack):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            self.losses.append(loss.item())
             if step % 50 == 0 or step == steps - 1:
                 acc = ((logits > 0).float() == bits).float().mean().item()
                 bar.set_postfix(bce=f"{bce.item():.3f}", bit_acc=f"{acc:.3f}")

@@ -42,7 +42,7 @@ class TrojVQA(Attack):
     def learn(self, ctx: TriggerContext) -> dict[str, torch.Tensor]:
         c = self.cfg
         sentence = encode_texts(ctx.model, ctx.tokenizer, [self.target_sentence(ctx.target)])[0]
-        patch, _ = optimize_patch(ctx, lambda z, _clean, _gen: sentence_loss(z, sentence),
+        patch, self.losses = optimize_patch(ctx, lambda z, _clean, _gen: sentence_loss(z, sentence),
                                   patch_size=c["patch_size"], location=c["location"],
                                   steps=c["steps"], batch_size=c["batch_size"], lr=c["lr"],
                                   init="uniform")

@@ -110,6 +110,8 @@ class CleanCLIP(Defense):
         g = torch.Generator()
         state = ambient("cleanclip")  # resumable: batches and augmentations are f(seed, step)
         start = state.load(model, opt) if state else 0
+        saved = state.extra.get("losses") if start else None  # states of older code: no curve
+        self.losses: list[float] = saved.tolist() if saved is not None else []
         model.train()
         dev = accel.device_of(model)
         bar = tqdm(range(start, steps), desc="cleanclip", mininterval=5, initial=start, total=steps)
@@ -133,8 +135,10 @@ class CleanCLIP(Defense):
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 log.info("cleanclip step %d/%d loss %.4f", step, steps, loss.item())
+            self.losses.append(loss.item())
             if state:
-                state.maybe_save(model, opt, step + 1)
+                state.maybe_save(model, opt, step + 1, extra=lambda: {
+                    "losses": torch.tensor(self.losses, dtype=torch.float64)})
         return state_delta(model)
 
     def classifier(self, ctx, delta, text_prefix=""):

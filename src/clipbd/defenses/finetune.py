@@ -29,7 +29,7 @@ class FineTune(Defense):
         clf = Classifier(model, ctx.zero_shot_head())
         opt = make_optimizer(model.named_parameters(), c["optimizer"], c["lr"],
                              c["weight_decay"], c["momentum"])
-        tune(clf, fewshot, opt, lr=c["lr"], epochs=c["epochs"], batch_size=c["batch_size"],
+        self.losses = tune(clf, fewshot, opt, lr=c["lr"], epochs=c["epochs"], batch_size=c["batch_size"],
              seed=ctx.seed, augment=c["augment"], desc="ft")
         return state_delta(model, VISUAL)
 

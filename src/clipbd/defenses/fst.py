@@ -75,7 +75,7 @@ class FeatureShiftTuning(Defense):
         model = trainable_copy(ctx.model, (VISUAL,))
         named = [*model.named_parameters(), *(("head." + n, p) for n, p in head.named_parameters())]
         opt = make_optimizer(named, "sgd", c["lr"], 0.0, c["momentum"])
-        tune(Classifier(model, head), fewshot, opt, lr=c["lr"], epochs=c["epochs"],
+        self.losses = tune(Classifier(model, head), fewshot, opt, lr=c["lr"], epochs=c["epochs"],
              batch_size=c["batch_size"], seed=ctx.seed, augment=c["augment"],
              penalty=lambda: shift_penalty(head.weight, w_ori, c["alpha"]),
              after_step=lambda: head.weight.copy_(project_norm(head.weight, norm)), desc="fst")

@@ -28,12 +28,14 @@ class LinearProbe(Defense):
         head = self._head(feats.shape[1], len(ctx.classes))
         opt = torch.optim.SGD(head.parameters(), lr=self.cfg["lr"], momentum=self.cfg["momentum"])
         bs = self.cfg["batch_size"]
+        self.losses: list[float] = []
         for _ in tqdm(range(self.cfg["epochs"]), desc="linear probe", mininterval=5):
             for idx in torch.randperm(len(feats), generator=g).split(bs):
                 loss = F.cross_entropy(head(feats[idx]), fewshot.labels[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                self.losses.append(loss.item())
         return {f"head.{k}": v for k, v in head.state_dict().items()}
 
     def classifier(self, ctx, delta, text_prefix=""):

@@ -22,3 +22,17 @@ def table(paths: list[str]) -> pd.DataFrame:
 def write_csv(df: pd.DataFrame, out: str) -> None:
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)
+
+
+SCORES = ["ca", "asr", "asr_all", "pa"]
+
+
+def summary(df: pd.DataFrame) -> dict:
+    """The scores per evaluated model, keyed by its metrics folder (`dvc metrics diff` reads it):
+    {"shapes/badnet/default/none/default/shots~0/seed~0": {"ca": .., "asr": .., ..}}."""
+    out = {}
+    for row in df.to_dict("records"):
+        key = str(row["source"]).removesuffix("/metrics.json")
+        key = key.split("/metrics/", 1)[1] if "/metrics/" in key else key
+        out[key] = {s: float(row[s]) for s in SCORES if s in row and pd.notna(row[s])}
+    return out

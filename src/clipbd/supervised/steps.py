@@ -21,6 +21,7 @@ from clipbd.evaluate import logits
 from clipbd.metrics import backdoor_metrics
 from clipbd.supervised import attacks, defenses, model as victims
 from clipbd.supervised.poison import poison_train, triggered, tuning_indices, victim_indices
+from clipbd.train import curve
 from clipbd.train.state import resumable
 from clipbd.train.optim import make_optimizer
 from clipbd.train.supervised import tune
@@ -104,7 +105,8 @@ def train(cfg: dict, train_path: str, test_path: str, trigger_path: str, out: st
         write_sidecar(out, step="sup_train", config=cfg, inputs=inputs, code=code,
                       seed=cfg["seed"], started=t0,
                       extra={"n_train": len(bad), "n_poisoned": n_poisoned,
-                             "final_loss": losses[-1] if losses else None})
+                             "final_loss": losses[-1] if losses else None,
+                             **curve.curves(train=losses)})
     metrics = evaluate(model.eval(), cfg, test_path, trig)
     _write_metrics(metrics_out, cfg, metrics, [out, test_path, trigger_path], code, t0,
                    n_train=len(bad), n_poisoned=n_poisoned, n_tune=0)
@@ -123,7 +125,8 @@ def defend(cfg: dict, victim_path: str, train_path: str, test_path: str, trigger
         delta = defense.fit(model, tune_set, cfg["seed"])
         save_tensors(out, delta, {"defense": cfg["defense"], "track": "supervised"})
         write_sidecar(out, step="sup_defend", config=cfg, inputs=inputs, code=code,
-                      seed=cfg["seed"], started=t0, extra={"n_tune": len(tune_set)})
+                      seed=cfg["seed"], started=t0,
+                      extra={"n_tune": len(tune_set), **curve.of(defense)})
     trig, _ = load_tensors(trigger_path)
     metrics = evaluate(victims.with_delta(model, delta), cfg, test_path, trig)
     _write_metrics(metrics_out, cfg, metrics, [victim_path, out, test_path, trigger_path], code,

@@ -88,9 +88,9 @@ class SupDefense:
             def project():
                 head.weight.copy_(project_norm(head.weight, norm))
         torch.manual_seed(seed)
-        tune(clf, data, opt, lr=c["lr"], epochs=c["epochs"], batch_size=c["batch_size"],
-             seed=seed, augment=c["augment"], penalty=penalty, after_step=project,
-             desc=self.name)
+        self.losses = tune(clf, data, opt, lr=c["lr"], epochs=c["epochs"],
+                           batch_size=c["batch_size"], seed=seed, augment=c["augment"],
+                           penalty=penalty, after_step=project, desc=self.name)
         prefix = "" if self.train_features else HEAD
         return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
                 if k.startswith(prefix)}
