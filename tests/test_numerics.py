@@ -81,7 +81,7 @@ def test_config_block_defaults_and_errors():
     with pytest.raises(ConfigError, match=r"`numerics.pinned`"):
         resolve({**json.loads(json.dumps(STUDY)), "numerics": {"pinned": False}})
     with pytest.raises(ConfigError, match=r"`numerics.pin`"):
-        resolve({**json.loads(json.dumps(STUDY)), "numerics": {"pin": "yes"}})
+        resolve({**json.loads(json.dumps(STUDY)), "numerics": {"pin": "sometimes"}})
 
 
 def test_cuda_deterministic_option_sets_the_flags_only_for_cuda_jobs(monkeypatch):
