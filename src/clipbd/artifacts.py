@@ -43,7 +43,7 @@ def sha256_bytes(data: bytes) -> str:
 # Hash once: an artifact is hashed when written, and its sidecar records that hash with the
 # file's stat (size, mtime in ns, inode). A job reading it as an input trusts that hash while
 # the stat still matches (DVC's state database works the same way) and rehashes otherwise:
-# `dvc pull`, `snakemake --touch`, a copy or an edit all change the stat. Files without a
+# a DVC pull, `snakemake --touch`, a copy or an edit all change the stat. Files without a
 # sidecar (raw data, imported weights) are hashed at most once per process (`_SEEN`).
 # Racy files: an in-place edit within the same timestamp tick as the write would keep the
 # mtime, so a stat is only recorded when the file's mtime is older than `RACY_NS` by the time
