@@ -32,6 +32,15 @@ def lock_outs(repo):
     return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["study"]["outs"]
 
 
+class Yaml12Floats(yaml.SafeLoader):
+    """dvc.lock's floats as YAML 1.2 reads them: PyYAML's 1.1 rules keep `1e-05` a string."""
+
+
+Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"),
+    list("-+0123456789."))
+
+
 def test_lock_records_every_versioned_folder(study):
     # every folder the workflow wrote is versioned (a new output folder needs a dvc.yaml entry)
     written = sorted(p.name for p in (study.origin / "results").iterdir() if p.is_dir())
@@ -48,7 +57,8 @@ def test_lock_records_every_versioned_folder(study):
     deps = yaml.safe_load((study.origin / "dvc.lock").read_text())["stages"]["study"]["deps"]
     assert sorted(d["path"] for d in deps) == ["Snakefile", "src/clipbd", "workflow"]
     # the config is the resolved study, every key of it, as the workflow saw it
-    params = yaml.safe_load((study.origin / "dvc.lock").read_text())["stages"]["study"]["params"]
+    params = yaml.load((study.origin / "dvc.lock").read_text(), Yaml12Floats)["stages"]["study"][
+        "params"]
     resolved = json.loads((study.origin / "results" / "study.json").read_text())
     assert params == {"results/study.json": resolved}
     assert resolved["defenses"]["linear_probe"]["epochs"] == yaml.safe_load(
@@ -86,6 +96,8 @@ def test_push_refuses_an_unfinished_study(study):
     finally:
         cfg_path.write_text(old)
     assert res.returncode == 1
+    # the refused push leaves the recorded study config alone (dvc params diff stays empty)
+    assert run(study.origin, "git", "status", "--porcelain").stdout == ""
     assert "the workflow has jobs left" in res.stderr and "defend" in res.stderr
     assert (study.origin / "dvc.lock").read_text() == lock
 
