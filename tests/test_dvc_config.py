@@ -43,9 +43,12 @@ def test_dvc_yaml_tracks_the_resolved_study_and_the_report():
     stage = dvc["stages"]["study"]
     assert stage["params"] == [{"results/study.json": None}]  # every key of the file
     # whoever runs the study for DVC writes that file: the stage command and both scripts
-    for text in (stage["cmd"], *((ROOT / "scripts" / f"dvc_{v}.sh").read_text()
-                                 for v in ("push", "pull"))):
+    for text in (stage["cmd"], (ROOT / "scripts" / "dvc_pull.sh").read_text()):
         assert f"{STUDY_OUT}=results/study.json snakemake" in text
+    # the push writes it beside, and moves it in place only once the push goes ahead
+    push = (ROOT / "scripts" / "dvc_push.sh").read_text()
+    assert f"{STUDY_OUT}=$pending snakemake" in push
+    assert push.index('mv "$pending" results/study.json') < push.index("dvc push")
     assert not any("config" in d for d in stage["deps"])  # the config is the params, not files
     assert dvc["metrics"] == ["results/tables/metrics.json"]
     (plot,) = dvc["plots"]
