@@ -21,10 +21,10 @@ pytestmark = pytest.mark.integration
 
 STUDY = micro_study(seed=0, steps=4, attack="badnet", defense="ft", grid_seed=0)
 R = "results"
-BACKDOOR = f"{R}/models/backdoor/shapes/badnet/default/model.safetensors"
+BACKDOOR = f"{R}/models/backdoor/shapes/badnet/default/seed~0/model.safetensors"
 CLEAN = f"{R}/models/clean/model.safetensors"
-TRIGGER = f"{R}/triggers/shapes/badnet/default/trigger.safetensors"
-POISONED = f"{R}/poisoned/shapes/badnet/default/train.safetensors"
+TRIGGER = f"{R}/triggers/shapes/badnet/default/seed~0/trigger.safetensors"
+POISONED = f"{R}/poisoned/shapes/badnet/default/seed~0/train.safetensors"
 FEWSHOT = f"{R}/data/shapes/fewshot/shots~2/seed~0.json"
 DELTA = f"{R}/defenses/shapes/badnet/default/ft/default/shots~2/seed~0/delta.safetensors"
 METRICS = f"{R}/metrics/shapes/badnet/default/ft/default/shots~2/seed~0/metrics.json"

@@ -52,13 +52,13 @@ def test_commented_gpu_keys_give_the_flags_they_promise():
 
 
 def _backdoor_mem(work, poisoned_mb: int, clean_mb: int) -> int:
-    for path, mb in ((work / "results/poisoned/fmnist/badnet/default/train.safetensors",
+    for path, mb in ((work / "results/poisoned/fmnist/badnet/default/seed~0/train.safetensors",
                       poisoned_mb), (work / "results/models/clean/model.safetensors", clean_mb)):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             f.truncate(mb * 2**20)  # sparse: the size is what counts
     res = snakemake(work, "-n", "--config", "plan_only=true", "--",
-                    "results/models/backdoor/fmnist/badnet/default/model.safetensors",
+                    "results/models/backdoor/fmnist/badnet/default/seed~0/model.safetensors",
                     timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr

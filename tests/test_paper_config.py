@@ -204,7 +204,7 @@ def test_local_files_study_imports_weights_and_runs(local_study):
         "defend": 3, "evaluate": 5}
     # run the part that reads the local files: import, both readers, poisoning the corpus
     targets = ["results/models/clean/model.safetensors", "results/data/pets/test.safetensors",
-               "results/poisoned/pets/badnet/default/train.safetensors",
+               "results/poisoned/pets/badnet/default/seed~0/train.safetensors",
                "results/models/clean/second/model.safetensors"]  # a `models` backbone
     res = snakemake(work, *targets, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

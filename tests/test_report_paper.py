@@ -83,7 +83,7 @@ def test_plan_of_the_embedded_study():
         "clean-trained": "fmnist/clean/default/none/default/shots~0/seed~0",
         "VPT": "fmnist/badclip/default/vpt/default/shots~16/seed~0",
         "RVPT": "fmnist/badclip/default/rvpt/default/shots~16/seed~0"}
-    assert p.trigger == "results/poisoned/fmnist/badclip/default/test.safetensors"
+    assert p.trigger == "results/poisoned/fmnist/badclip/default/seed~0/test.safetensors"
     assert set(p.skipped) == {"RVPT Table 4", "RVPT Table 5", "RVPT Table 6", "RVPT Table 10",
                               "RVPT Table 11", "rvpt/fig3", "cbpt/shots", "fst/alpha"}
     assert "defenses: [rvpt], defense_params: {alpha: [0.5, 1, 2, 4]}" in p.skipped["rvpt/fig3"]

@@ -22,22 +22,22 @@ CHAIN = {"prepare_data", "pretrain", "trigger", "learn_trigger", "poison", "pois
          "backdoor", "fewshot", "defend", "evaluate"}
 
 
-def attack_chain(attack, first="trigger"):
+def attack_chain(attack, first="trigger", seed=0):
     rules = (first, "poison", "poison_test", "backdoor")
-    return [f"{rule}:fmnist/{attack}/default" for rule in rules]
+    return [f"{rule}:fmnist/{attack}/default/{seed}" for rule in rules]
 
 
-def runs(rule, attack, *defenses):
-    return [f"{rule}:fmnist/{attack}/default/{d}/default/{0 if d == 'none' else 4}/0"
+def runs(rule, attack, *defenses, seed=0):
+    return [f"{rule}:fmnist/{attack}/default/{d}/default/{0 if d == 'none' else 4}/{seed}"
             for d in defenses]
 
 
 def attack_outputs(attack, first="trigger"):
     """Outputs of the jobs that run an attack's code: trigger (or learned trigger), poisoning."""
     trig = "learned" if first == "learn_trigger" else "trigger"
-    return [f"results/triggers/fmnist/{attack}/default/{trig}.safetensors",
-            f"results/poisoned/fmnist/{attack}/default/train.safetensors",
-            f"results/poisoned/fmnist/{attack}/default/test.safetensors"]
+    return [f"results/triggers/fmnist/{attack}/default/seed~0/{trig}.safetensors",
+            f"results/poisoned/fmnist/{attack}/default/seed~0/train.safetensors",
+            f"results/poisoned/fmnist/{attack}/default/seed~0/test.safetensors"]
 
 
 def run_outputs(attack, defense, *rules):
@@ -141,6 +141,34 @@ def test_editing_a_defense_hyperparameter_reruns_its_jobs(clone):
                   + runs("evaluate", "badnet", "cbpt") + runs("evaluate", "trojvqa", "cbpt"),
                   run_outputs("badnet", "cbpt", "defend", "evaluate")
                   + run_outputs("trojvqa", "cbpt", "defend", "evaluate"))
+
+
+# What a job that only reads metrics (or the grid's plan) may be: tables, figures, captions.
+REPORT = {"aggregate", "figure", "loss_curves", "paper_table", "paper_figure", "paper_captions",
+          "all"}
+
+
+def test_adding_a_seed_plans_that_seed_s_chain_and_reuses_seed_0(clone):
+    path = clone / "config" / "config.yaml"
+    old = path.read_text()
+    cfg = yaml.safe_load(old)
+    assert cfg["grid"][1]["attacks"] == ["badnet", "trojvqa"] and cfg["grid"][1]["seeds"] == [0]
+    cfg["grid"][1]["seeds"] = [0, 1]
+    path.write_text(yaml.safe_dump(cfg))
+    try:
+        jobs = planned(clone)
+    finally:
+        path.write_text(old)
+    seed1 = (attack_chain("badnet", seed=1) + attack_chain("trojvqa", "learn_trigger", seed=1)
+             + ["fewshot:fmnist/4/1"]
+             + [j for a in ("badnet", "trojvqa") for j in runs("defend", a, "cbpt", "rvpt", seed=1)
+                + runs("evaluate", a, "cbpt", "none", "rvpt", seed=1)])
+    assert sorted(j for j in jobs if j.split(":")[0] in CHAIN) == sorted(seed1)
+    # the seed-1 feature caches of `none`, then only what reads the metrics: nothing of seed 0
+    assert sorted(j for j in jobs if j.startswith("features:")) == [
+        "features:fmnist/badnet/default/1", "features:fmnist/trojvqa/default/1"]
+    assert {j.split(":")[0] for j in jobs} - CHAIN - {"features"} <= REPORT
+    assert {"aggregate", "paper_captions", "all"} <= set(jobs)
 
 
 def test_undoing_the_edits_plans_nothing(clone):

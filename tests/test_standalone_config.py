@@ -145,7 +145,7 @@ def test_paper_config_resolves_its_own_values_through_the_snakefile(repo_like):
     run = "shots~16/seed~0/delta.safetensors"
     targets = [f"results/defenses/imagenet/clean/default/{d}/default/{run}"
                for d in ("cbpt", "coop", "ft")]
-    targets += [f"results/poisoned/imagenet/{a}/default/train.safetensors"
+    targets += [f"results/poisoned/imagenet/{a}/default/seed~0/train.safetensors"
                 for a in ("wanet", "badclip")]
     jobs = dry_run(repo_like, *targets, "--configfile", "config/paper.yaml",
                    "--config", "plan_only=true")

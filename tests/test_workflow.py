@@ -78,19 +78,19 @@ def test_sidecars_match_artifacts(study):
     assert {k: kinds[k] for k in ("data", "models", "triggers", "poisoned", "defenses",
                                   "features")} == {"data": 4, "models": 3, "triggers": 2,
                                                    "poisoned": 4, "defenses": 6, "features": 3}
-    assert (study / "results/triggers/fmnist/trojvqa/default/learned.safetensors").is_file()
+    assert (study / "results/triggers/fmnist/trojvqa/default/seed~0/learned.safetensors").is_file()
     for art in arts:
         side = read_json(str(art) + ".json")
         assert side["sha256"] == sha256_file(art)
         assert side["code"] and "torch" in side["packages"]
         for path, digest in side["inputs"].items():
             assert digest == sha256_file(study / path), (art, path)
-    poisoned = read_json(study / "results/poisoned/fmnist/badnet/default/train.safetensors.json")
+    poisoned = read_json(study / "results/poisoned/fmnist/badnet/default/seed~0/train.safetensors.json")
     assert poisoned["n_poisoned"] == 300  # 5% of 6000
 
 
 def test_text_side_evaluations_read_the_shared_feature_cache(study):
-    feats = "results/features/fmnist/badnet/default/features.safetensors"
+    feats = "results/features/fmnist/badnet/default/seed~0/features.safetensors"
     for defense, cached in (("none", True), ("linear_probe", True), ("cbpt", True),
                             ("rvpt", False)):
         shots = 0 if defense == "none" else 4  # no defense: nothing tuned, shots~0
@@ -178,7 +178,7 @@ def test_cbpt_with_the_real_trigger(study):
     for attack, trigger in (("badnet", "trigger"), ("trojvqa", "learned")):
         side = read_json(study / f"results/defenses/fmnist/{attack}/default/{run}"
                                "/delta.safetensors.json")
-        path = f"results/triggers/fmnist/{attack}/default/{trigger}.safetensors"
+        path = f"results/triggers/fmnist/{attack}/default/seed~0/{trigger}.safetensors"
         assert side["inputs"][path] == sha256_file(study / path)
         files = defend_files("cbpt", attack, True)
         assert f"attacks/{attack}.py" in files and "poison.py" in files

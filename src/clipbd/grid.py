@@ -1,7 +1,7 @@
 """Grid expansion: config `grid` blocks -> one row per evaluated model (grids are data).
 
 A row's path segments spell out the grid: dataset / attack / attack variant / defense /
-defense variant / shots / seed. A variant is `default` or `key~value,key~value` (sorted).
+defense variant / shots / seed. The seed is the attack chain's too (see `expand`). A variant is `default` or `key~value,key~value` (sorted).
 Invalid combinations are filtered here, in one place.
 """
 from __future__ import annotations
@@ -120,6 +120,9 @@ def _valid(cfg: dict, run: "Run") -> bool:
 
 
 def expand(cfg: dict) -> list[Run]:
+    """The grid's rows. A block's seeds are the whole chain's (trigger, poisoning, backdoor,
+    few-shot draw, defense): an attacked model is evaluated once per seed, with or without a
+    defense; the clean model (pre-trained with the global `seed`) untuned, once."""
     runs: dict[str, Run] = {}
     for block in cfg["grid"]:
         for dataset, attack, defense in itertools.product(
@@ -128,7 +131,7 @@ def expand(cfg: dict) -> list[Run]:
                 continue
             trains = _trains(defense)
             shots = block["shots"] if trains else [0]
-            seeds = block["seeds"] if trains else [cfg["seed"]]
+            seeds = block["seeds"] if trains or attack != CLEAN else [cfg["seed"]]
             for avar in _variants(cfg, "attack", attack, block["attack_params"]):
                 for dvar in _variants(cfg, "defense", defense, block["defense_params"]):
                     for k, s in itertools.product(shots, seeds):

@@ -5,14 +5,14 @@
 
 rule trigger:
     output:
-        f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/trigger.safetensors",
+        f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/trigger.safetensors",
     params:
         cfg=attack_cfg,
         code=code_for("trigger", "attack"),
     conda:
         ENV
     log:
-        "logs/trigger/{dataset}/{attack}/{avar}.log",
+        "logs/trigger/{dataset}/{attack}/{avar}/seed~{seed}.log",
     group:
         "trigger"
     resources:
@@ -28,7 +28,7 @@ rule learn_trigger:
     input:
         unpack(learn_trigger_inputs),
     output:
-        f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/learned.safetensors",
+        f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/learned.safetensors",
     params:
         cfg=attack_cfg,
         code=code_for("learn_trigger", "attack"),
@@ -38,7 +38,7 @@ rule learn_trigger:
     conda:
         ENV
     log:
-        "logs/learn_trigger/{dataset}/{attack}/{avar}.log",
+        "logs/learn_trigger/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         gpu=1,
         mem_mb=by_attempt(8000),
@@ -55,7 +55,7 @@ rule poison:
         unpack(train_splits("backdoor")),
         trigger=trigger_for,
     output:
-        f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/train.safetensors",
+        f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/train.safetensors",
     params:
         cfg=attack_cfg,
         code=code_for("poison", "attack"),
@@ -63,7 +63,7 @@ rule poison:
     conda:
         ENV
     log:
-        "logs/poison/{dataset}/{attack}/{avar}.log",
+        "logs/poison/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         mem_mb=by_input(8000, 3),  # the splits, the poisoned corpus, its serialized copy
         runtime=by_attempt(30),
@@ -78,14 +78,14 @@ rule poison_test:
         trigger=trigger_for,
         test=f"{R}/data/{{dataset}}/test.safetensors",
     output:
-        f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/test.safetensors",
+        f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/test.safetensors",
     params:
         cfg=attack_cfg,
         code=code_for("poison", "attack"),
     conda:
         ENV
     log:
-        "logs/poison_test/{dataset}/{attack}/{avar}.log",
+        "logs/poison_test/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         mem_mb=by_input(4000, 2),
         runtime=by_attempt(30),

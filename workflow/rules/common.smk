@@ -45,11 +45,13 @@ def attacked_datasets():
 
 
 def first_variants(dataset):
-    """attack -> one poisoned test set of it on `dataset` (its first variant in the grid)."""
+    """attack -> one poisoned test set of it on `dataset` (its first variant and seed in the
+    grid)."""
     out = {}
     for run in RUNS:
         if run.dataset == dataset and run.attack != "clean" and run.attack not in out:
-            out[run.attack] = f"{R}/poisoned/{dataset}/{run.attack}/{run.avar}/test.safetensors"
+            out[run.attack] = (f"{R}/poisoned/{dataset}/{run.attack}/{run.avar}/"
+                               f"seed~{run.seed}/test.safetensors")
     return out
 
 
@@ -102,10 +104,20 @@ def attack_class(name):
     return attacks.REGISTRY.get(name)
 
 
+# The attack chain (trigger, poisoning, backdoor) is on the seed axis: run seed s reads the
+# trigger, poisoned sets and backdoored model built with seed s (`ATTACK_CHAIN` paths).
+ATTACK_CHAIN = "{attack}/{avar}/seed~{seed}"
+
+
+def chain_of(wildcards):
+    """`attack/avar/seed~s` of a run or of an attack-chain job."""
+    return ATTACK_CHAIN.format(attack=wildcards.attack, avar=wildcards.avar, seed=wildcards.seed)
+
+
 def trigger_for(wildcards):
     name = "learned" if attack_class(wildcards.attack).learned else "trigger"
     src = backdoor_source(wildcards.dataset)
-    return f"{R}/triggers/{src}/{wildcards.attack}/{wildcards.avar}/{name}.safetensors"
+    return f"{R}/triggers/{src}/{chain_of(wildcards)}/{name}.safetensors"
 
 
 def learn_trigger_datasets(wildcards):
@@ -131,13 +143,13 @@ def model_for(wildcards):
     if wildcards.attack == "clean":
         return clean_model(wildcards.dataset)
     src = backdoor_source(wildcards.dataset)
-    return f"{R}/models/backdoor/{src}/{wildcards.attack}/{wildcards.avar}/model.safetensors"
+    return f"{R}/models/backdoor/{src}/{chain_of(wildcards)}/model.safetensors"
 
 
 def poisoned_test_for(wildcards):
     if wildcards.attack == "clean":
         return []
-    return f"{R}/poisoned/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/test.safetensors"
+    return f"{R}/poisoned/{wildcards.dataset}/{chain_of(wildcards)}/test.safetensors"
 
 
 def delta_for(wildcards):
@@ -225,7 +237,9 @@ def features_for(wildcards):
 
     if not config["feature_cache"] or not defenses.REGISTRY.get(wildcards.defense).frozen_image:
         return []
-    return f"{R}/features/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/features.safetensors"
+    seed = config["seed"] if wildcards.attack == "clean" else wildcards.seed  # one clean model
+    return (f"{R}/features/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/"
+            f"seed~{seed}/features.safetensors")
 
 
 def features_cfg(wildcards):

@@ -40,7 +40,7 @@ rule features:
         test=f"{R}/data/{{dataset}}/test.safetensors",
         poisoned=poisoned_test_for,
     output:
-        f"{R}/features/{{dataset}}/{{attack}}/{{avar}}/features.safetensors",
+        f"{R}/features/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/features.safetensors",
     params:
         cfg=features_cfg,
         code=code_for("features"),
@@ -48,7 +48,7 @@ rule features:
     conda:
         ENV
     log:
-        "logs/features/{dataset}/{attack}/{avar}.log",
+        "logs/features/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         gpu=1,
         mem_mb=by_input(4000, 2),

@@ -49,9 +49,9 @@ rule import_model:
 rule backdoor:
     input:
         clean=backdoor_clean_model,
-        poisoned=f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/train.safetensors",
+        poisoned=f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/train.safetensors",
     output:
-        f"{R}/models/backdoor/{{dataset}}/{{attack}}/{{avar}}/model.safetensors",
+        f"{R}/models/backdoor/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/model.safetensors",
     params:
         cfg=backdoor_cfg,
         code=code_for("backdoor"),
@@ -59,7 +59,7 @@ rule backdoor:
     conda:
         ENV
     log:
-        "logs/backdoor/{dataset}/{attack}/{avar}.log",
+        "logs/backdoor/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         gpu=1,
         mem_mb=by_input(8000, 2),

@@ -20,7 +20,7 @@ def pretrain_cfg(wildcards):
 
 def attack_cfg(wildcards):
     params = resolved_params(config, "attack", wildcards.attack, wildcards.avar)
-    return as_json({"attack": wildcards.attack, "params": params, "seed": config["seed"],
+    return as_json({"attack": wildcards.attack, "params": params, "seed": int(wildcards.seed),
                     "image_size": config["image_size"], "target_dataset": wildcards.dataset,
                     "backdoor": config["backdoor"],
                     "datasets": {n: config["datasets"][n] for n in
@@ -28,7 +28,7 @@ def attack_cfg(wildcards):
 
 
 def backdoor_cfg(wildcards):
-    return as_json({"backdoor": config["backdoor"], "seed": config["seed"]})
+    return as_json({"backdoor": config["backdoor"], "seed": int(wildcards.seed)})
 
 
 def fewshot_cfg(wildcards):
@@ -44,7 +44,7 @@ def run_cfg(wildcards):
            "defense_variant": wildcards.dvar, "poison_rate": attack_params.get("poison_rate"),
            **decode_variant(wildcards.avar), **decode_variant(wildcards.dvar)}
     oracle = {"attack": {"params": attack_params, "image_size": config["image_size"],
-                         "seed": config["seed"]}} if oracle_trigger(wildcards) else {}
+                         "seed": int(wildcards.seed)}} if oracle_trigger(wildcards) else {}
     return as_json({"dataset": wildcards.dataset, "defense": wildcards.defense,
                     "params": params, "run_seed": int(wildcards.seed), "row": row,
                     "datasets": {n: config["datasets"][n] for n in

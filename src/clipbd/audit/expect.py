@@ -16,6 +16,9 @@ STAGE = {"poison_test": "poison"}  # sidecar step -> fingerprint stage, where th
 ATTACK_STEPS = ("trigger", "learn_trigger", "poison", "poison_test")
 DEFENSE_STEPS = ("defend", "evaluate")
 GLOBAL_KEYS = ("model", "pretrain", "backdoor", "seed", "image_size", "eval_batch_size")
+# Steps on the grid's seed axis: their `seed` is the run seed in their path (`seed~<s>`), not
+# the global one (the few-shot draw's path ends in `seed~<s>.json`).
+RUN_SEEDED = ("fewshot", "backdoor", *ATTACK_STEPS)
 
 
 def _norm(obj):
@@ -69,6 +72,21 @@ def _imported_diffs(recorded: dict, cur: dict, path: str) -> list[str] | None:
     return [key if k == "model" else k for k in want if k in recorded and recorded[k] != want[k]]
 
 
+def path_seed(path: str) -> int | None:
+    """The run seed a path spells (`…/seed~<s>/…` or `…/seed~<s>.json`), else None."""
+    for part in reversed(Path(path).parts):
+        name = part.split(".", 1)[0]
+        if name.startswith("seed~") and name[5:].isdigit():
+            return int(name[5:])
+    return None
+
+
+def _seed_diff(step: str, recorded: dict, cur: dict, path: str) -> bool:
+    if step in RUN_SEEDED:
+        return recorded["seed"] != path_seed(path)
+    return recorded["seed"] != cur["seed"]
+
+
 def config_diffs(step: str, recorded: dict, current: dict, path: str) -> list[str]:
     """Config keys whose recorded value differs from the current resolved config."""
     if not isinstance(recorded, dict) or not recorded:
@@ -78,7 +96,7 @@ def config_diffs(step: str, recorded: dict, current: dict, path: str) -> list[st
     if imported is not None:
         return imported
     diffs = [k for k in GLOBAL_KEYS if k in recorded and k in cur
-             and not (k == "seed" and step == "fewshot") and recorded[k] != cur[k]]
+             and (_seed_diff(step, recorded, cur, path) if k == "seed" else recorded[k] != cur[k])]
     datasets = recorded.get("datasets")
     if isinstance(datasets, dict):
         diffs += [f"datasets.{n}" for n, d in datasets.items() if cur["datasets"].get(n) != d]

@@ -75,7 +75,8 @@ def frame(runs: list[Run]) -> pd.DataFrame:
 
 def probe_runs(runs: list[Run]) -> tuple[dict[str, Run], str]:
     """The models probed for Figs. 1, 4, 5: on the first dataset, BadCLIP if the grid has it
-    (the papers' choice) else its first attack; default variants, main shot count."""
+    (the papers' choice) else its first attack; default variants, main shot count, the
+    first seed (its backdoored model and triggered test set)."""
     df = frame(runs)
     if df.empty:
         return {}, ""
@@ -86,9 +87,12 @@ def probe_runs(runs: list[Run]) -> tuple[dict[str, Run], str]:
     attack = "badclip" if "badclip" in attacks else attacks[0]
     shots = paper.main_shots(df)
     by_key = {r.key: r for r in runs}
-    seeds = sorted(df.seed.unique())
+    seeds = sorted(int(s) for s in df.seed.unique())
+    clean = sorted(r.seed for r in runs if (r.dataset, r.attack, r.avar, r.defense, r.dvar)
+                   == (dataset, "clean", DEFAULT, "none", DEFAULT))  # at the global seed
     wanted = {"backdoored": Run(dataset, attack, DEFAULT, "none", DEFAULT, 0, seeds[0]),
-              "clean-trained": Run(dataset, "clean", DEFAULT, "none", DEFAULT, 0, seeds[0])}
+              "clean-trained": Run(dataset, "clean", DEFAULT, "none", DEFAULT, 0,
+                                   (clean or seeds)[0])}
     for label, defense in (("VPT", "vpt"), ("RVPT", "rvpt")):
         for s in seeds:
             wanted.setdefault(label, Run(dataset, attack, DEFAULT, defense, DEFAULT, shots, s))
@@ -96,7 +100,7 @@ def probe_runs(runs: list[Run]) -> tuple[dict[str, Run], str]:
                 wanted[label] = Run(dataset, attack, DEFAULT, defense, DEFAULT, shots, s)
                 break
     chosen = {k: r for k, r in wanted.items() if r.key in by_key}
-    return chosen, f"results/poisoned/{dataset}/{attack}/{DEFAULT}/test.safetensors"
+    return chosen, f"results/poisoned/{dataset}/{attack}/{DEFAULT}/seed~{seeds[0]}/test.safetensors"
 
 
 def plan(runs: list[Run]) -> Plan:
