@@ -1,7 +1,8 @@
 """clipbd.report.figures: the attacks x defenses matrix (ASR (CA) cells, average column)."""
 import pandas as pd
 
-from clipbd.report.figures import matrices
+from clipbd.report.figures import markdown, matrices
+from clipbd.report.tables import STD_NOTE
 
 
 def _row(attack, defense, shots, asr, ca, seed=0, dvar="default"):
@@ -24,6 +25,19 @@ def test_matrix_cells_average_and_missing_runs():
     assert lines[2] == "| defense | a1 | a2 | average |"
     assert lines[4] == "| none | 100.00 (80.00) | 90.00 (84.00) | 95.00 (82.00) |"
     assert lines[5] == "| lp | 50.00 (70.00) | — | — |"
-    # rvpt x a1 is the mean over two seeds: ASR 3%, CA 81%
-    assert lines[6] == "| rvpt | 3.00 (81.00) | 0.00 (86.00) | 1.50 (83.50) |"
+    # rvpt x a1 is the mean over two seeds: ASR 3% ± 1.41 (sample std), CA 81% ± 1.41
+    assert lines[6] == "| rvpt | 3.00 ± 1.41 (81.00 ± 1.41), n=2 | 0.00 (86.00) | 1.50 (83.50) |"
     assert len(lines) == 7
+
+
+def test_markdown_rows_over_one_and_three_seeds():
+    one = [_row("clean", "none", 0, None, 0.85), _row("a1", "none", 0, 1.0, 0.80)]
+    text = markdown(pd.DataFrame(one))
+    assert text.splitlines()[2:4] == ["| d | a1 | none | 0 | 100.00 (80.00) | — |",
+                                      "| d | clean | none | 0 | — (85.00) | — |"]
+    assert STD_NOTE not in text
+    three = one + [_row("a1", "rvpt", 16, asr, ca, seed=s)
+                   for s, (asr, ca) in enumerate([(0.1, 0.8), (0.2, 0.82), (0.3, 0.84)])]
+    text = markdown(pd.DataFrame(three))
+    assert text.splitlines()[3] == "| d | a1 | rvpt | 16 | 20.00 ± 10.00 (82.00 ± 2.00), n=3 | — |"
+    assert f"\n{STD_NOTE}\n" in text

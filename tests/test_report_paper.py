@@ -36,19 +36,49 @@ def test_renderer_cells_missing_runs_seeds_and_formats(tmp_path):
                             {"defense_variant": "default"}, average=True)
     t = tables.write(spec, df, *(str(tmp_path / f"t.{e}") for e in ("csv", "md", "tex")))
     assert t.loc["No defense"].tolist() == ["100.00 (80.00)", "90.00 (84.00)", "95.00 (82.00)"]
-    # two seeds: mean ± sample std (2 and 4 -> 3 ± 1.41; 82 and 80 -> 81 ± 1.41); a2 absent
-    assert t.loc["RVPT"].tolist() == ["3.00 ± 1.41 (81.00 ± 1.41)", "—", "—"]
+    # two seeds: mean ± sample std (2 and 4 -> 3 ± 1.41; 82 and 80 -> 81 ± 1.41), n; a2 absent
+    assert t.loc["RVPT"].tolist() == ["3.00 ± 1.41 (81.00 ± 1.41), n=2", "—", "—"]
     md = (tmp_path / "t.md").read_text().splitlines()
+    assert md[0] == "**Title 50%. Mean ± sample std (ddof=1) over n seeds.**"
     assert md[2] == "| method | g A1 | g A2 | average |"
-    assert md[5] == "| RVPT | 3.00 ± 1.41 (81.00 ± 1.41) | — | — |"
+    assert md[5] == "| RVPT | 3.00 ± 1.41 (81.00 ± 1.41), n=2 | — | — |"
     tex = (tmp_path / "t.tex").read_text()
-    for line in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{Title 50\%}",
+    for line in (r"\toprule", r"\midrule", r"\bottomrule",
+                 r"\caption{Title 50\%. Mean $\pm$ sample std (ddof=1) over n seeds.}",
                  r" & \multicolumn{2}{c}{g} & \multicolumn{1}{c}{} \\", r"\cmidrule(lr){2-3}",
-                 r"RVPT & 3.00 $\pm$ 1.41 (81.00 $\pm$ 1.41) & --- & --- \\"):
+                 r"RVPT & 3.00 $\pm$ 1.41 (81.00 $\pm$ 1.41), n=2 & --- & --- \\"):
         assert line in tex
     csv = pd.read_csv(tmp_path / "t.csv", index_col=0)
     assert list(csv.columns) == ["g A1", "g A2", "average"]
     assert csv.loc["No defense", "g A2"] == "90.00 (84.00)"
+
+
+def test_cells_over_one_and_three_seeds(tmp_path):
+    """n = 1: the value alone, as before seeds; n = 3: mean ± sample std (ddof=1), n=3."""
+    df = pd.DataFrame([
+        _row("a1", "none", 0, 1.0, 0.80, pa=0.1), _row("a2", "none", 0, 0.90, 0.84, pa=0.2),
+        *(_row("a1", "rvpt", 16, asr, ca, seed=s, pa=pa) for s, (asr, ca, pa) in
+          enumerate([(0.10, 0.80, 0.5), (0.20, 0.82, 0.6), (0.30, 0.84, 0.7)])),
+        *(_row("a2", "rvpt", 16, asr, ca, seed=s) for s, (asr, ca) in
+          enumerate([(0.0, 0.5), (0.0, 0.6), (0.3, 0.7)])),
+    ])
+    cols = [(("", "A1"), {"attack": "a1"}), (("", "A2"), {"attack": "a2"})]
+    rows = [("No defense", {"defense": "none"}), ("RVPT", {"defense": "rvpt"})]
+    t = tables.write(tables.TableSpec("t", "T", rows, cols, average=True), df,
+                     *(str(tmp_path / f"t.{e}") for e in ("csv", "md", "tex")))
+    assert t.loc["No defense"].tolist() == ["100.00 (80.00)", "90.00 (84.00)", "95.00 (82.00)"]
+    # a2's ASR 0, 0, 30: mean 10, sample std sqrt(300) = 17.32 (the population std: 14.14);
+    # average: per seed over A1, A2 (ASR 5, 10, 30 -> 15 ± 13.23; CA 65, 71, 77 -> 71 ± 6)
+    assert t.loc["RVPT"].tolist() == ["20.00 ± 10.00 (82.00 ± 2.00), n=3",
+                                      "10.00 ± 17.32 (60.00 ± 10.00), n=3",
+                                      "15.00 ± 13.23 (71.00 ± 6.00), n=3"]
+    pa = tables.build(tables.TableSpec("p", "P", rows, cols[:1], metric="pa"), df)
+    assert pa[("", "A1")].tolist() == ["10.00", "60.00 ± 10.00, n=3"]
+    # a table of single runs keeps its title; one with n > 1 says what ± is
+    single = tables.TableSpec("s", "S", rows[:1], cols)
+    assert tables.title(single, tables.build(single, df)) == "S"
+    assert (tmp_path / "t.md").read_text().startswith(
+        "**T. Mean ± sample std (ddof=1) over n seeds.**\n")
 
 
 def test_filters_match_csv_read_booleans_and_any():

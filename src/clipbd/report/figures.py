@@ -9,6 +9,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from clipbd.artifacts import atomic_path  # noqa: E402
+from clipbd.report.tables import STD_NOTE, cell  # noqa: E402
 
 
 def _pct(x) -> str:
@@ -16,14 +17,16 @@ def _pct(x) -> str:
 
 
 def markdown(df: pd.DataFrame) -> str:
-    """Mean over seeds; cells are ASR (CA) in percent, as in the papers."""
-    g = df.groupby(["dataset", "attack", "defense", "shots"], dropna=False)[["asr", "ca", "pa"]]
-    agg = g.mean().reset_index()
+    """Mean over seeds; cells are ASR (CA) in percent, as in the papers, "± std, n=N" over
+    several seeds (sample std, ddof=1; clipbd.report.tables.cell)."""
     lines = ["| dataset | attack | defense | shots | ASR (CA) | PA |", "|---|---|---|---|---|---|"]
-    for r in agg.itertuples():
-        lines.append(f"| {r.dataset} | {r.attack} | {r.defense} | {r.shots} | "
-                     f"{_pct(r.asr)} ({_pct(r.ca)}) | {_pct(r.pa)} |")
-    return "\n".join(lines) + "\n" + "".join(matrices(df))
+    for (dataset, attack, defense, shots), part in df.groupby(
+            ["dataset", "attack", "defense", "shots"], dropna=False):
+        lines.append(f"| {dataset} | {attack} | {defense} | {shots} | "
+                     f"{cell(part, 'asr_ca')} | {cell(part, 'pa')} |")
+    several = df.groupby(["dataset", "attack", "defense", "shots"], dropna=False).size().max() > 1
+    note = f"\n{STD_NOTE}\n" if len(df) and several else ""
+    return "\n".join(lines) + "\n" + note + "".join(matrices(df))
 
 
 def _default_variants(df: pd.DataFrame) -> pd.DataFrame:
@@ -44,6 +47,7 @@ def matrices(df: pd.DataFrame) -> list[str]:
         attacks = sorted(a for a in rows.attack.unique() if a != "clean")
         defenses = sorted(rows.defense.unique(), key=lambda d: (d != "none", d))
         mean = rows.groupby(["defense", "attack"])[["asr", "ca"]].mean()
+        by = dict(list(rows.groupby(["defense", "attack"])))
         head = ["defense", *attacks, "average"]
         lines = [f"\n### {dataset}, {shots} shots: ASR (CA) in %\n",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -52,7 +56,7 @@ def matrices(df: pd.DataFrame) -> list[str]:
             for a in attacks:
                 if (d, a) in mean.index:
                     asr, ca = mean.loc[(d, a)]
-                    cells.append(f"{_pct(asr)} ({_pct(ca)})")
+                    cells.append(cell(by[(d, a)], "asr_ca"))
                     asrs.append(asr)
                     cas.append(ca)
                 else:

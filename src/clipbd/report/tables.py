@@ -3,8 +3,9 @@ to CSV, Markdown and LaTeX (booktabs).
 
 A cell selects the metrics rows matching `base`, its row filter and its column filter (a filter
 maps a column to a value, or to a tuple of accepted values). Its text is "ASR (CA)" in percent
-(or one metric), the mean over the selected rows (seeds) with "± std" when there are several;
-no matching row gives "—" and never an error.
+(or one metric), the mean over the selected rows (the seeds). Over several rows it is
+"mean ± std, n=N", std being the sample standard deviation (ddof=1) and N the runs behind the
+cell; a single row renders as its value alone. No matching row gives "—" and never an error.
 """
 from __future__ import annotations
 
@@ -75,13 +76,30 @@ def select(df: pd.DataFrame, *filters: Filter, normed: list[dict] | None = None)
     return df.iloc[[i for i, rec in enumerate(records) if all(_match(rec, f) for f in filters)]]
 
 
+STD_NOTE = "Mean ± sample std (ddof=1) over n seeds."  # appended to titles with n > 1
+
+
 def number(values: pd.Series) -> str:
-    """Percent with two decimals; mean ± std (sample std) over several values."""
+    """Percent with two decimals; mean ± sample std (ddof=1) over several values."""
     values = values.dropna()
     if values.empty:
         return MISSING
     mean = f"{100 * values.mean():.2f}"
-    return mean if len(values) == 1 else f"{mean} ± {100 * values.std():.2f}"
+    return mean if len(values) == 1 else f"{mean} ± {100 * values.std(ddof=1):.2f}"
+
+
+def _names(metric: str) -> list[str]:
+    return ["asr", "ca"] if metric == "asr_ca" else [metric]
+
+
+def count(part: pd.DataFrame, metric: str) -> int:
+    """The runs behind a cell: selected rows with a value of the cell's metric(s)."""
+    names = [m for m in _names(metric) if m in part]
+    return int(part[names].notna().any(axis=1).sum()) if names else 0
+
+
+def _with_n(text: str, n: int) -> str:
+    return text if n <= 1 or text == MISSING else f"{text}, n={n}"
 
 
 def cell(part: pd.DataFrame, metric: str) -> str:
@@ -89,8 +107,10 @@ def cell(part: pd.DataFrame, metric: str) -> str:
         return MISSING
     if metric == "asr_ca":
         asr, ca = number(part["asr"]), number(part["ca"])
-        return MISSING if asr == ca == MISSING else f"{asr} ({ca})"
-    return number(part[metric]) if metric in part else MISSING
+        text = MISSING if asr == ca == MISSING else f"{asr} ({ca})"
+    else:
+        text = number(part[metric]) if metric in part else MISSING
+    return _with_n(text, count(part, metric))
 
 
 def build(spec: TableSpec, df: pd.DataFrame) -> pd.DataFrame:
@@ -107,14 +127,31 @@ def build(spec: TableSpec, df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _per_seed(parts: list[pd.DataFrame], names: list[str]) -> dict[str, pd.Series] | None:
+    """metric -> the average over the columns of each seed, when every column holds the same
+    seeds once each; else None."""
+    seeds = [tuple(sorted(p["seed"])) if "seed" in p else None for p in parts]
+    if seeds[0] is None or len(set(seeds)) != 1 or len(set(seeds[0])) != len(seeds[0]):
+        return None
+    out = {m: pd.concat([p.set_index("seed")[m] for p in parts], axis=1) for m in names}
+    return None if any(f.isna().any().any() for f in out.values()) else {
+        m: f.mean(axis=1) for m, f in out.items()}
+
+
 def _average(parts: list[pd.DataFrame], metric: str) -> str:
-    """The mean over columns of each column's mean (over seeds); "—" if a column is absent."""
-    names = ["asr", "ca"] if metric == "asr_ca" else [metric]
+    """The mean over columns of each column's mean (over seeds); "—" if a column is absent.
+    When every column holds the same n > 1 seeds: mean ± sample std over the seeds of each
+    seed's average over the columns (the same mean), and n."""
+    names = _names(metric)
     means = {m: [p[m].mean() if m in p else float("nan") for p in parts] for m in names}
     if not parts or any(pd.isna(v) for vals in means.values() for v in vals):
         return MISSING
     text = [f"{100 * sum(v) / len(v):.2f}" for v in means.values()]
-    return f"{text[0]} ({text[1]})" if metric == "asr_ca" else text[0]
+    seeds = _per_seed(parts, names)
+    n = len(next(iter(seeds.values()))) if seeds else 1
+    if n > 1:
+        text = [number(seeds[m]) for m in names]
+    return _with_n(f"{text[0]} ({text[1]})" if metric == "asr_ca" else text[0], n)
 
 
 def _flat(col: tuple[str, str]) -> str:
@@ -164,10 +201,17 @@ def to_latex(t: pd.DataFrame, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def title(spec: TableSpec, t: pd.DataFrame) -> str:
+    """The spec's title; with STD_NOTE when a cell aggregates several runs."""
+    several = any(", n=" in str(v) for v in t.values.ravel())
+    return f"{spec.title}. {STD_NOTE}" if several else spec.title
+
+
 def write(spec: TableSpec, df: pd.DataFrame, csv: str, md: str, tex: str) -> pd.DataFrame:
     t = build(spec, df)
-    for path, text in ((csv, to_csv(t)), (md, to_markdown(t, spec.title)),
-                       (tex, to_latex(t, spec.title))):
+    head = title(spec, t)
+    for path, text in ((csv, to_csv(t)), (md, to_markdown(t, head)),
+                       (tex, to_latex(t, head))):
         with atomic_path(path) as tmp:
             tmp.write_text(text)
     return t
