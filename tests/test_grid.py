@@ -70,13 +70,15 @@ def test_small_grid_has_four_runs(cfg):
     assert {(r.avar, r.dvar) for r in runs} == {("default", "default")}
 
 
-def test_defense_none_ignores_shots_and_uses_cfg_seed(cfg):
+def test_defense_none_ignores_shots_and_evaluates_each_seeds_backdoor(cfg):
     cfg["seed"] = 7
     cfg["grid"][0].update(shots=[4, 8], seeds=[1, 2, 3])
     runs = grid.expand(cfg)
     none = [r for r in runs if r.defense == "none"]
     probe = [r for r in runs if r.defense == "linear_probe"]
-    assert sorted((r.attack, r.shots, r.seed) for r in none) == [("badnet", 0, 7), ("clean", 0, 7)]
+    # the backdoored model of each seed; the clean model (pre-trained at the global seed) once
+    assert sorted((r.attack, r.shots, r.seed) for r in none) == [
+        ("badnet", 0, 1), ("badnet", 0, 2), ("badnet", 0, 3), ("clean", 0, 7)]
     assert len(probe) == 2 * 2 * 3
     assert {(r.shots, r.seed) for r in probe} == {(k, s) for k in (4, 8) for s in (1, 2, 3)}
 

@@ -32,12 +32,14 @@ def paper(tmp_path, **over) -> dict:
 
 def test_paper_grid_expands_to_every_table(tmp_path):
     runs = grid.expand(config.resolve(paper(tmp_path, plan_only=True)))
-    assert len(runs) == 945
+    assert len(runs) == 1003
+    # `none` evaluates the backdoored model of every seed of its block (58 of the 105 at
+    # seeds 1, 2), the clean model once
     assert collections.Counter(r.defense for r in runs) == {
-        "rvpt": 270, "cbpt": 162, "coop": 144, "fst": 171, "linear_probe": 81, "none": 47,
+        "rvpt": 270, "cbpt": 162, "coop": 144, "fst": 171, "linear_probe": 81, "none": 105,
         "cleanclip": 26, "ft": 24, "vpt": 20}
     by = collections.Counter(r.dataset for r in runs)
-    assert by["imagenet"] == 619 and by["imagenet_v2"] == by["imagenet_sketch"] == 15
+    assert by["imagenet"] == 635 and by["imagenet_v2"] == by["imagenet_sketch"] == 15
     # invalid pairs are filtered in one place: a linear head drops TrojVQA's text key; RN50
     # has no tokens to prompt
     assert not [r for r in runs if (r.attack, r.defense) in grid.INVALID]
@@ -134,9 +136,11 @@ def test_paper_dag_plans_without_data(tmp_path):
     mine = {k: jobs[k] for k in ("prepare_data", "pretrain", "import_model", "trigger",
                                  "learn_trigger", "poison", "poison_test", "backdoor",
                                  "fewshot", "defend", "evaluate", "aggregate")}
-    assert mine == {"prepare_data": 13, "pretrain": 1, "import_model": 3, "trigger": 17,
-                    "learn_trigger": 6, "poison": 23, "poison_test": 41, "backdoor": 23,
-                    "fewshot": 38, "defend": 898, "evaluate": 945, "aggregate": 1}
+    # the paper grid runs seeds 0-2: each attack chain (trigger, poisoning, backdoor) once per
+    # seed, and the no-defense evaluation of each seed's backdoor
+    assert mine == {"prepare_data": 13, "pretrain": 1, "import_model": 3, "trigger": 51,
+                    "learn_trigger": 18, "poison": 69, "poison_test": 123, "backdoor": 69,
+                    "fewshot": 38, "defend": 898, "evaluate": 1003, "aggregate": 1}
     res = snakemake(tmp_path, "-n", timeout=300)  # without plan_only: one error, no job
     assert res.returncode != 0
     err = res.stderr + res.stdout
@@ -216,7 +220,7 @@ def test_local_files_study_imports_weights_and_runs(local_study):
     test = load_split(work / "results" / "data" / "pets" / "test.safetensors")
     assert test.classes == ["cat", "dog", "samoyed"] and test.labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert tuple(test.images.shape) == (6, 32, 32, 3)
-    corpus = load_split(work / "results" / "poisoned" / "pets" / "badnet" / "default" /
+    corpus = load_split(work / "results" / "poisoned" / "pets" / "badnet" / "default" / "seed~0" /
                         "train.safetensors")
     poisoned = corpus.extra["poisoned"].tolist()
     assert sum(poisoned) == 3
