@@ -41,3 +41,15 @@ def test_markdown_rows_over_one_and_three_seeds():
     text = markdown(pd.DataFrame(three))
     assert text.splitlines()[3] == "| d | a1 | rvpt | 16 | 20.00 ± 10.00 (82.00 ± 2.00), n=3 | — |"
     assert f"\n{STD_NOTE}\n" in text
+
+
+def test_figures_name_their_error_bars_only_over_several_seeds(tmp_path):
+    from clipbd.report.figures import overview
+    from clipbd.report.tables import seeds_note
+
+    one = pd.DataFrame([_row("a1", "none", 0, 1.0, 0.80), _row("a1", "rvpt", 16, 0.1, 0.8)])
+    three = pd.DataFrame([_row("a1", "rvpt", 16, 0.1 * s, 0.8, seed=s) for s in range(3)])
+    assert seeds_note(one) is None
+    assert seeds_note(three) == "mean ± sample std (ddof=1) over n=3 seeds"
+    overview(three, str(tmp_path / "o.png"), str(tmp_path / "o.pdf"))
+    assert (tmp_path / "o.png").stat().st_size > 0

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from clipbd.report.paper import ATTACK, DEFENSE, main_shots  # noqa: E402
-from clipbd.report.tables import select  # noqa: E402
+from clipbd.report.tables import seeds_note, select  # noqa: E402
 
 log = logging.getLogger(__name__)
 WIDTH = 3.4  # inches: one column of a two-column paper
@@ -128,6 +128,8 @@ def panels_figure(df: pd.DataFrame, panels: dict, hue: str, labels: dict, png: s
     for ax in list(axes.flat)[len(drawn):]:
         ax.set_axis_off()
     fig.tight_layout()
+    if seeds_note(df):  # one seed: the figure as before
+        fig.suptitle(f"points: {seeds_note(df)}", y=1.02, fontsize=7)
     fig.legend(handles.values(), handles.keys(), loc="upper center", fontsize=6,
                bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(handles)), frameon=False)
     _save(fig, png, pdf)

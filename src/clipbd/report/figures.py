@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from clipbd.artifacts import atomic_path  # noqa: E402
-from clipbd.report.tables import STD_NOTE, cell  # noqa: E402
+from clipbd.report.tables import STD_NOTE, cell, seeds_note  # noqa: E402
 
 
 def _pct(x) -> str:
@@ -81,6 +81,8 @@ def overview(df: pd.DataFrame, png: str, pdf: str) -> None:
     grid.set(ylim=(0, 1))
     grid.set_axis_labels("attack", "fraction of test images")
     grid.set_titles("{row_name}: {col_name}")
+    if seeds_note(df):  # one seed: the figure as before
+        grid.figure.suptitle(f"bars: {seeds_note(df)}", y=1.02, fontsize=8)
     for ax in grid.axes.flat:  # eight attack names do not fit side by side at this width
         ax.tick_params(axis="x", labelrotation=35)
         for label in ax.get_xticklabels():

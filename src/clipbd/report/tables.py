@@ -201,6 +201,12 @@ def to_latex(t: pd.DataFrame, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_note(df: pd.DataFrame) -> str | None:
+    """A figure's note on its error bars when its runs span several seeds, else None."""
+    n = df["seed"].nunique() if "seed" in df and len(df) else 1
+    return f"mean ± sample std (ddof=1) over n={n} seeds" if n > 1 else None
+
+
 def title(spec: TableSpec, t: pd.DataFrame) -> str:
     """The spec's title; with STD_NOTE when a cell aggregates several runs."""
     several = any(", n=" in str(v) for v in t.values.ravel())
