@@ -18,7 +18,7 @@ the first cause stays in the run's log above any later error.
 Without a SLURM record (a local run, or a rule inside a `group:`, whose attempts the plugin
 logs per group) the cause is unknown and both resources grow as before: `base x attempt`.
 
-The rules declare `mem_mb=by_attempt(2000)` (`scaled`); the Snakefile tells each such function
+The rules declare `mem_mb=memory(2000)`, `runtime=minutes(30)` (both `scaled`); the Snakefile tells each such function
 its rule's name once every rule is defined (`bind`).
 """
 from __future__ import annotations
