@@ -6,7 +6,9 @@
 # Needs root and Debian/Ubuntu (apt). Exit status 3 = cannot run here (the tests skip on it).
 # The node offers one fake GPU as GRES (File=/dev/null): `--gpus=1` jobs are accepted and
 # run on the CPU. Finished jobs are recorded by jobcomp/filetxt in $JOBCOMP (no slurmdbd) and
-# stay visible to squeue/scontrol for an hour (MinJobAge), with their GRES.
+# stay visible to squeue/scontrol for an hour (MinJobAge), with their GRES. Memory is enforced
+# as on a real cluster: a job whose processes use more than its --mem is killed within a
+# second (jobacct_gather polling + OverMemoryKill; containers here have no cgroup controller).
 set -euo pipefail
 
 PARTITION=main
@@ -66,6 +68,9 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 ReturnToService=2
 MinJobAge=3600
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/filetxt
 JobCompLoc=$JOBCOMP
 GresTypes=gpu

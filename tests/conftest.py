@@ -1,4 +1,6 @@
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,17 @@ def model():
 
     torch.manual_seed(0)
     return clip.create("clipbd-tiny-vit").eval()
+
+
+@pytest.fixture(scope="session")
+def jobcomp() -> Path:
+    """Start (or find running) the local SLURM cluster of scripts/slurm_local.sh (skipped where
+    it cannot run: not root, no apt); its file of finished-job records."""
+    res = subprocess.run(["timeout", "-k", "10", "900", "bash", str(ROOT / "scripts" / "slurm_local.sh")],
+                         capture_output=True, text=True)
+    if res.returncode == 3:
+        pytest.skip(res.stderr.strip())
+    assert res.returncode == 0, res.stdout + res.stderr
+    conf = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+    return Path(re.search(r"^JobCompLoc\s*=\s*(\S+)", conf, flags=re.M).group(1))

@@ -60,19 +60,6 @@ def test_profile_lines_are_commented_and_test_profile_mirrors_it():
 
 
 @pytest.fixture(scope="module")
-def jobcomp() -> Path:
-    """Start (or find running) the local cluster; its file of finished-job records."""
-    res = subprocess.run(["timeout", "-k", "10", "900", "bash", str(ROOT / "scripts" / "slurm_local.sh")],
-                         capture_output=True, text=True)
-    if res.returncode == 3:
-        pytest.skip(res.stderr.strip())
-    assert res.returncode == 0, res.stdout + res.stderr
-    conf = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
-                          timeout=60, check=True).stdout
-    return Path(re.search(r"^JobCompLoc\s*=\s*(\S+)", conf, flags=re.M).group(1))
-
-
-@pytest.fixture(scope="module")
 def runs(jobcomp, tmp_path_factory) -> dict[str, Path]:
     """The same study twice, side by side: locally and on the cluster (one thread per job,
     so that both compute bit for bit the same)."""

@@ -16,8 +16,8 @@ rule trigger:
     group:
         "trigger"
     resources:
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(10),
+        mem_mb=memory(2000),
+        runtime=minutes(10),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd trigger --cfg {params.cfg:q} --code {params.code} "
@@ -41,8 +41,8 @@ rule learn_trigger:
         "logs/learn_trigger/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         gpu=1,
-        mem_mb=by_attempt(8000),
-        runtime=by_attempt(120),
+        mem_mb=memory(8000),
+        runtime=minutes(120),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd learn-trigger --cfg {params.cfg:q} --code {params.code} "
@@ -65,8 +65,8 @@ rule poison:
     log:
         "logs/poison/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
-        mem_mb=by_input(8000, 3),  # the splits, the poisoned corpus, its serialized copy
-        runtime=by_attempt(30),
+        mem_mb=memory(8000, input_factor=3),  # the splits, the poisoned corpus, its serialized copy
+        runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd poison --cfg {params.cfg:q} --code {params.code} "
@@ -87,8 +87,8 @@ rule poison_test:
     log:
         "logs/poison_test/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
-        mem_mb=by_input(4000, 2),
-        runtime=by_attempt(30),
+        mem_mb=memory(4000, input_factor=2),
+        runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd poison-test --cfg {params.cfg:q} --code {params.code} "

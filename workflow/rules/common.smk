@@ -302,16 +302,3 @@ def paper_plan(wildcards):
                  for k in ("png", "perturbations_png")]
     return as_json({"tables": PAPER.tables, "figures": PAPER.figures,
                     "skipped": PAPER.skipped, "galleries": galleries})
-
-
-def by_input(base, factor):
-    """mem_mb of a job that holds its inputs in memory (splits, checkpoints): `base`, or
-    `factor` x the inputs' size when that is more (ImageNet-scale splits, ViT-L weights);
-    then scaled per attempt as by_attempt does. The embedded study stays at `base`."""
-
-    def sized(wildcards, input, attempt):
-        return by_attempt(max(base, -(-int(factor * input.size_mb) // 100) * 100))(
-            wildcards, attempt)
-
-    sized.__name__ = f"by_input_{base}_{factor}"
-    return sized

@@ -15,8 +15,8 @@ rule prepare_data:
     log:
         "logs/prepare_data/{dataset}.log",
     resources:
-        mem_mb=by_attempt(4000),
-        runtime=by_attempt(30),
+        mem_mb=memory(4000),
+        runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd prepare --cfg {params.cfg:q} --code {params.code} "
@@ -38,8 +38,8 @@ rule fewshot:
     group:
         "fewshot"
     resources:
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(10),
+        mem_mb=memory(2000),
+        runtime=minutes(10),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd fewshot --cfg {params.cfg:q} --code {params.code} "

@@ -19,8 +19,8 @@ rule defend:
         f"logs/defend/{RUN}.log",
     resources:
         gpu=1,
-        mem_mb=by_input(8000, 2),
-        runtime=by_attempt(120),
+        mem_mb=memory(8000, input_factor=2),
+        runtime=minutes(120),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd defend --cfg {params.cfg:q} --code {params.code} "

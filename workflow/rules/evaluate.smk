@@ -22,8 +22,8 @@ rule evaluate:
         "evaluate"
     resources:
         gpu=1,
-        mem_mb=by_input(4000, 2),
-        runtime=by_attempt(30),
+        mem_mb=memory(4000, input_factor=2),
+        runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd evaluate --cfg {params.cfg:q} --code {params.code} "
@@ -51,8 +51,8 @@ rule features:
         "logs/features/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         gpu=1,
-        mem_mb=by_input(4000, 2),
-        runtime=by_attempt(30),
+        mem_mb=memory(4000, input_factor=2),
+        runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd features --cfg {params.cfg:q} --code {params.code} "

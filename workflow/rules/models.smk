@@ -17,8 +17,8 @@ rule pretrain:
         "logs/pretrain/clean.log",
     resources:
         gpu=1,
-        mem_mb=by_attempt(8000),
-        runtime=by_attempt(120),
+        mem_mb=memory(8000),
+        runtime=minutes(120),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd pretrain --cfg {params.cfg:q} --code {params.code} "
@@ -39,8 +39,8 @@ rule import_model:
     log:
         "logs/import_model/{backbone}.log",
     resources:
-        mem_mb=by_attempt(16000),
-        runtime=by_attempt(30),
+        mem_mb=memory(16000),
+        runtime=minutes(30),
     shell:
         "python -m clipbd pretrain --cfg {params.cfg:q} --code {params.code} "
         "--out {output} 2> {log}"
@@ -62,8 +62,8 @@ rule backdoor:
         "logs/backdoor/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         gpu=1,
-        mem_mb=by_input(8000, 2),
-        runtime=by_attempt(240),
+        mem_mb=memory(8000, input_factor=2),
+        runtime=minutes(240),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd backdoor --cfg {params.cfg:q} --code {params.code} "

@@ -73,14 +73,17 @@ def code_for(stage, kind=None):
 # ---- resources (values for the paper grid; slurm/config.yaml adds partition/account) ----
 
 
-def by_attempt(base):
-    """A resource that grows with each retry: `base` on attempt 1, 2x on attempt 2, ..."""
+def memory(base, input_factor=0):
+    """mem_mb: `base` on the first attempt, twice that after each attempt SLURM ended for memory
+    (clipbd.retry). With `input_factor`, a job that holds its inputs in memory (splits,
+    checkpoints) asks for that many times their size when it is more than `base` (ImageNet-scale
+    splits, ViT-L weights); the embedded study stays at `base`."""
+    return retry.scaled(base, retry.MEMORY, input_factor)
 
-    def scaled(wildcards, attempt):
-        return base * attempt
 
-    scaled.__name__ = f"by_attempt_{base}"
-    return scaled
+def minutes(base):
+    """runtime (minutes): `base`, twice that after each attempt SLURM ended for time."""
+    return retry.scaled(base, retry.TIME)
 
 
 def threads_of(rule):

@@ -33,8 +33,8 @@ rule aggregate:
     group:
         "report"
     resources:
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(10),
+        mem_mb=memory(2000),
+        runtime=minutes(10),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd aggregate --code {params.code} --out {output.csv} --json {output.json} "
@@ -57,8 +57,8 @@ rule figure:
     group:
         "report"
     resources:
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(10),
+        mem_mb=memory(2000),
+        runtime=minutes(10),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd figure --code {params.code} --table {input} --png {output.png} "
@@ -81,8 +81,8 @@ rule loss_curves:
     group:
         "report"
     resources:
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(10),
+        mem_mb=memory(2000),
+        runtime=minutes(10),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd loss-curves --code {params.code} --png {output.png} --pdf {output.pdf} "
@@ -112,8 +112,8 @@ rule gallery:
     group:
         "report"
     resources:
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(10),
+        mem_mb=memory(2000),
+        runtime=minutes(10),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd gallery --code {params.code} --test {input.test} "
@@ -155,8 +155,8 @@ rule probe:
         f"logs/probe/{RUN}.log",
     resources:
         gpu=1,  # encodes the probed images on the job's device (a GPU where there is one)
-        mem_mb=by_attempt(4000),
-        runtime=by_attempt(10),
+        mem_mb=memory(4000),
+        runtime=minutes(10),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd probe --cfg {params.cfg:q} --code {params.code} --model {input.model} "
@@ -183,8 +183,8 @@ rule paper_table:
     group:
         "report"
     resources:
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(10),
+        mem_mb=memory(2000),
+        runtime=minutes(10),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
@@ -211,8 +211,8 @@ rule paper_figure:
     group:
         "report"
     resources:
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(10),
+        mem_mb=memory(2000),
+        runtime=minutes(10),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
@@ -234,8 +234,8 @@ rule paper_captions:
     group:
         "report"
     resources:
-        mem_mb=by_attempt(1000),
-        runtime=by_attempt(5),
+        mem_mb=memory(1000),
+        runtime=minutes(5),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd paper-captions --plan {params.plan:q} --out {output} 2> {log}"

@@ -21,8 +21,8 @@ if "supervised" in config:
         log:
             "logs/supervised/trigger/{dataset}/{attack}.log",
         resources:
-            mem_mb=by_attempt(4000),
-            runtime=by_attempt(60),
+            mem_mb=memory(4000),
+            runtime=minutes(60),
             cpus_per_task=cpus_of,
         shell:
             "python -m clipbd sup-trigger --cfg {params.cfg:q} --code {params.code} "
@@ -46,8 +46,8 @@ if "supervised" in config:
             "logs/supervised/train/{dataset}/{attack}/rate~{rate}/seed~{seed}.log",
         resources:
             gpu=1,
-            mem_mb=by_attempt(8000),
-            runtime=by_attempt(240),
+            mem_mb=memory(8000),
+            runtime=minutes(240),
             cpus_per_task=cpus_of,
         shell:
             "python -m clipbd sup-train --cfg {params.cfg:q} --code {params.code} "
@@ -75,8 +75,8 @@ if "supervised" in config:
             "logs/supervised/defend/{dataset}/{attack}/rate~{rate}/{defense}/{dvar}/seed~{seed}.log",
         resources:
             gpu=1,
-            mem_mb=by_attempt(8000),
-            runtime=by_attempt(60),
+            mem_mb=memory(8000),
+            runtime=minutes(60),
             cpus_per_task=cpus_of,
         shell:
             "python -m clipbd sup-defend --cfg {params.cfg:q} --code {params.code} "
@@ -97,8 +97,8 @@ if "supervised" in config:
         log:
             "logs/supervised/report.log",
         resources:
-            mem_mb=by_attempt(2000),
-            runtime=by_attempt(10),
+            mem_mb=memory(2000),
+            runtime=minutes(10),
             cpus_per_task=cpus_of,
         shell:
             "python -m clipbd sup-report --code {params.code} --alpha {params.alpha} "
