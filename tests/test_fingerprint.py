@@ -1,4 +1,5 @@
 from clipbd import fingerprint as fp
+from workflow_util import commented
 
 
 def test_every_source_file_is_fingerprinted_or_deliberately_left_out():
@@ -60,3 +61,47 @@ def test_every_stage_covers_the_files_its_files_import():
         py = [f for f in files if f.endswith(".py")]
         missing = fp.closure(*py) - set(files) - set(fp.CORE)
         assert not missing, f"stage {stage} imports {sorted(missing)} without fingerprinting them"
+
+
+COMMENT_ONLY = [  # (before, after): edits that change a file's bytes but not what it does
+    ('def f(x):\n    """Add one."""\n    return x + 1\n',
+     'def f(x):  # the successor\n    """Add one to `x`.\n\n    More words."""\n\n    return x + 1\n'),
+    ('"""Module."""\nA = 1\n', '"""Module, now documented\nat length."""\n# a note\nA = (1)\n'),
+    ('class C:\n    """Doc."""\n', 'class C:\n    """Other doc."""\n    # nothing else\n'),
+]
+BEHAVIOUR = [  # edits that do change it
+    ('def f(x):\n    return x + 1\n', 'def f(x):\n    return x + 2\n'),
+    ('A = 1\n', 'A = 1\nB = 2\n'),
+    ('def f(x):\n    """Doc."""\n    return x\n', 'def f(x):\n    "Doc."\n    return x, "Doc."\n'),
+    ('S = "a # not a comment"\n', 'S = "a"\n'),
+]
+
+
+def test_only_behaviour_changes_the_code_text(tmp_path):
+    def text(src):
+        path = tmp_path / "m.py"
+        path.write_text(src)
+        return fp.code_text(path)
+
+    for before, after in COMMENT_ONLY:
+        assert text(before) == text(after), after
+    for before, after in BEHAVIOUR:
+        assert text(before) != text(after), after
+    (tmp_path / "c.json").write_text('{"a": 1}')
+    assert fp.code_text(tmp_path / "c.json") == b'{"a": 1}'  # other files: their bytes
+
+
+def test_a_comment_or_docstring_edit_of_any_package_file_keeps_its_hash(tmp_path):
+    """Every .py file of the package, its module docstring reworded and a comment added,
+    hashes as before (tests/test_reruns.py runs the same edit through snakemake)."""
+    import ast
+
+    files = sorted(fp.PKG.rglob("*.py"))
+    assert len(files) > 80
+    for path in files:
+        src = path.read_text()
+        edited = commented(src)
+        copy = tmp_path / path.name
+        copy.write_text(edited)
+        assert ast.get_docstring(ast.parse(edited)) != ast.get_docstring(ast.parse(src)), path
+        assert fp.code_text(copy) == fp.code_text(path), path

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from dvc_util import planned, pulled_study
+from workflow_util import commented
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ def clone(tmp_path_factory):
 
 
 @contextmanager
-def appended(path, text="\n# an edit that changes the file's bytes\n"):
+def appended(path, text="\n_EDITED = True  # an edit of what the file does\n"):
     old = path.read_text()
     path.write_text(old + text)
     try:
@@ -169,6 +170,20 @@ def test_adding_a_seed_plans_that_seed_s_chain_and_reuses_seed_0(clone):
         "features:fmnist/badnet/default/1", "features:fmnist/trojvqa/default/1"]
     assert {j.split(":")[0] for j in jobs} - CHAIN - {"features"} <= REPORT
     assert {"aggregate", "paper_captions", "all"} <= set(jobs)
+
+
+def test_comment_and_docstring_edits_of_every_file_plan_nothing(clone):
+    """Code fingerprints hash what the code does (clipbd.fingerprint.code_text): rewording
+    every docstring-led module and commenting every file under src/ reruns no job."""
+    paths = sorted((clone / "src" / "clipbd").rglob("*.py"))
+    old = {p: p.read_text() for p in paths}
+    try:
+        for p in paths:
+            p.write_text(commented(old[p]))
+        assert planned(clone) == []
+    finally:
+        for p in paths:
+            p.write_text(old[p])
 
 
 def test_undoing_the_edits_plans_nothing(clone):

@@ -51,3 +51,18 @@ def micro_study(*, seed: int, steps: int, attack: str, defense: str, grid_seed: 
             "defenses": {defense: {"epochs": 2, "batch_size": 8}},
             "grid": [{"datasets": ["shapes"], "attacks": [attack], "defenses": ["none", defense],
                       "shots": [2], "seeds": [grid_seed]}]}
+
+
+def commented(src: str) -> str:
+    """`src` with its module docstring reworded (or one added) and a comment at its end."""
+    import ast
+
+    tree = ast.parse(src)
+    if ast.get_docstring(tree, clean=False) is None:
+        return '"""A new docstring."""\n' + src + "\n# noted\n"
+    first = tree.body[0]
+    lines = src.splitlines(keepends=True)
+    doc = "".join(lines[first.lineno - 1:first.end_lineno])
+    quote = doc.lstrip()[:3] if doc.lstrip()[:3] in ('"""', "'''") else doc.lstrip()[:1]
+    reworded = doc.replace(quote, quote + "Reworded. ", 1)
+    return "".join(lines[:first.lineno - 1]) + reworded + "".join(lines[first.end_lineno:]) + "# noted\n"

@@ -2,6 +2,11 @@
 
 Snakemake's code trigger sees only a rule's shell text, not the modules it imports. Rules
 pass these fingerprints as params, so editing one attack's file reruns exactly its jobs.
+
+A Python file counts by what it does, not by its text: its syntax tree without docstrings
+(comments, blank lines and formatting never reach the tree), so an edit of a comment or a
+docstring reruns nothing, while any change of code does. Other files (model configs) count
+by their bytes.
 """
 from __future__ import annotations
 
@@ -55,9 +60,27 @@ STAGES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:]  # (dumped, never compiled: may be empty)
+    return tree
+
+
+def code_text(path: Path) -> bytes:
+    """What of a source file decides behaviour: a .py file's syntax tree without docstrings
+    (no comments, positions or formatting), any other file's bytes."""
+    if path.suffix != ".py":
+        return path.read_bytes()
+    return ast.dump(_without_docstrings(ast.parse(path.read_bytes()))).encode()
+
+
 @lru_cache(maxsize=None)
 def _file_hash(rel: str) -> str:
-    return hashlib.sha256((PKG / rel).read_bytes()).hexdigest()
+    return hashlib.sha256(code_text(PKG / rel)).hexdigest()
 
 
 def fingerprint(stage: str, *extra_files: str) -> str:
