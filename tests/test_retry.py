@@ -36,6 +36,18 @@ def test_state_from_the_log_when_slurm_has_forgotten_the_job(tmp_path, text, sta
     assert retry.state_of(IDS[0], log) == state
 
 
+def test_a_failed_job_whose_log_says_memory_ran_out_counts_as_out_of_memory(tmp_path, monkeypatch):
+    log = tmp_path / "1.log"
+    log.write_text(OVER.format(id=IDS[0]) + "\nslurmstepd: error: Exceeded job memory limit\n")
+    monkeypatch.setattr(retry, "_run", lambda cmd: "FAILED\n" if cmd[0] == "sacct" else "")
+    assert retry.state_of(IDS[0], log) == "OUT_OF_MEMORY"
+    log.write_text("Traceback (most recent call last):\nValueError\n")
+    assert retry.state_of(IDS[0], log) == "FAILED"  # a failed command stays FAILED
+    monkeypatch.setattr(retry, "_run", lambda cmd: "JobState=CANCELLED Reason=None" if cmd[0] == "scontrol" else "")
+    log.write_text(OVER.format(id=IDS[0]))
+    assert retry.state_of(IDS[0], log) == "CANCELLED"  # SLURM's word first
+
+
 def test_each_resource_grows_only_with_its_own_cause():
     assert retry.factor("mem_mb", 1, []) == retry.factor("runtime", 1, []) == 1
     oom, timeout = ["OUT_OF_MEMORY"], ["TIMEOUT"]

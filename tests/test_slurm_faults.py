@@ -55,9 +55,12 @@ def test_slurm_recorded_the_causes_and_the_log_keeps_them(faulty_run, jobcomp):
     for rec in sorted((r for r in records if r.get("WorkDir") == str(work)),
                       key=lambda r: int(r["JobId"])):
         states.setdefault(rule_of[rec["JobId"]], []).append(rec["JobState"])
-    # (jobcomp/filetxt writes a job killed for memory as FAILED; SLURM's own state is below)
-    assert states == {"oom": [states["oom"][0], "COMPLETED"], "timeout": ["TIMEOUT", "COMPLETED"],
+    # SLURM ends a job its memory polling killed FAILED (a cgroup OOM kill: OUT_OF_MEMORY); its
+    # log says why, and clipbd.retry reads it
+    assert states == {"oom": ["FAILED", "COMPLETED"], "timeout": ["TIMEOUT", "COMPLETED"],
                       "cancel": ["CANCELLED", "COMPLETED"]}
+    oom_log = (logs / "rule_oom" / f"{min(j for j, r in rule_of.items() if r == 'oom')}.log")
+    assert re.search(r"exceeded memory limit \(\d+ > 419430400\), being killed", oom_log.read_text())
     first = {r: min((j for j, rr in rule_of.items() if rr == r), key=int) for r in states}
     for rule, (cause, grown) in {"oom": ("OUT_OF_MEMORY", "mem_mb=800"),
                                  "timeout": ("TIMEOUT", "runtime=2"),

@@ -12,7 +12,9 @@ attempt's log to `.snakemake/slurm_logs/rule_<rule>/<wildcards>/<jobid>.log`, so
 `attempt - 1` job ids there are this job's earlier attempts; each one's state is asked of
 `sacct` (accounting), else `scontrol` (the controller keeps finished jobs for MinJobAge), else
 read from the log's own last words ("CANCELLED ... DUE TO TIME LIMIT", "oom-kill",
-"Exceeded job memory limit"). Every retry logs one line with the history (`history_line`), so
+"Exceeded job memory limit"). A job SLURM calls FAILED whose log says it exceeded its memory
+counts as OUT_OF_MEMORY: clusters that enforce memory by polling (jobacct_gather with
+OverMemoryKill, as the local test cluster does) kill it so. Every retry logs one line with the history (`history_line`), so
 the first cause stays in the run's log above any later error.
 
 Without a SLURM record (a local run, or a rule inside a `group:`, whose attempts the plugin
@@ -54,13 +56,17 @@ def state_of(jobid: str, log: Path | None = None) -> str:
     """How SLURM job `jobid` ended: its state word (`OUT_OF_MEMORY`, `TIMEOUT`, `CANCELLED`,
     `FAILED`, ...), or UNKNOWN when neither SLURM nor its log says."""
     out = _run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", jobid]).split()
-    if out:
-        return out[0]  # e.g. "CANCELLED by 0" -> "CANCELLED"
-    m = re.search(r"\bJobState=(\w+)", _run(["scontrol", "show", "job", "-o", jobid]))
-    if m:
-        return m.group(1)
-    text = log.read_text(errors="replace")[-20000:] if log and log.is_file() else ""
-    return next((state for pattern, state in LOG_SIGNS if pattern.search(text)), UNKNOWN)
+    state = out[0] if out else UNKNOWN  # e.g. "CANCELLED by 0" -> "CANCELLED"
+    if state == UNKNOWN:
+        m = re.search(r"\bJobState=(\w+)", _run(["scontrol", "show", "job", "-o", jobid]))
+        state = m.group(1) if m else UNKNOWN
+    if state in (UNKNOWN, "FAILED"):
+        # SLURM's memory enforcement by polling (jobacct_gather's OverMemoryKill) ends a job
+        # FAILED, not OUT_OF_MEMORY; its log then says why (so does the end of a forgotten job)
+        text = log.read_text(errors="replace")[-20000:] if log and log.is_file() else ""
+        found = next((s for pattern, s in LOG_SIGNS if pattern.search(text)), state)
+        state = found if state == UNKNOWN or found == "OUT_OF_MEMORY" else state
+    return state
 
 
 def wildcard_dir(wildcards: Iterable) -> str:
