@@ -87,6 +87,16 @@ def test_scaled_reads_the_earlier_attempts_of_its_own_job(tmp_path):
     assert "cause unknown" in said[-1]
 
 
+def test_inside_the_retried_job_its_own_log_is_not_an_earlier_attempt(tmp_path, monkeypatch):
+    """The job's own snakemake evaluates the resources again, with the same attempt number,
+    while its own log (a newer job id) already exists: it must see the same earlier attempt."""
+    logdir = logs(tmp_path, "oom", [], [OOM, "host: node\nrunning"])
+    monkeypatch.setenv("SLURM_JOB_ID", IDS[1])
+    assert retry.earlier_attempts("oom", [], 2, logdir) == [(IDS[0], "OUT_OF_MEMORY")]
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert retry.earlier_attempts("oom", [], 2, logdir) == [(IDS[1], retry.UNKNOWN)]
+
+
 def test_input_sized_memory_grows_from_its_first_ask():
     class Input:
         size_mb = 5000

@@ -26,6 +26,7 @@ its rule's name once every rule is defined (`bind`).
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import subprocess
 from collections.abc import Callable, Iterable
@@ -79,13 +80,23 @@ def _jobid_key(path: Path) -> tuple[int, int]:
     return int(head), int(task or 0)
 
 
+def _this_job() -> set[str]:
+    """Inside a SLURM job (the job's own snakemake evaluates the resources again): its own log,
+    which is not an earlier attempt."""
+    env = os.environ
+    ids = {env.get("SLURM_JOB_ID", "")}
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        ids.add(f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}")
+    return ids - {""}
+
+
 def earlier_attempts(rule: str, wildcards: Iterable, attempt: int,
                      logdir: Path = LOG_DIR) -> list[tuple[str, str]]:
     """(SLURM job id, state) of this job's `attempt - 1` earlier attempts, oldest first; []
     when SLURM has no record of them (a local run, a group job)."""
     folder = Path(logdir) / f"rule_{rule}" / wildcard_dir(wildcards)
-    logs = sorted((p for p in folder.glob("*.log") if re.fullmatch(r"\d+(_\d+)?", p.stem)),
-                  key=_jobid_key)
+    logs = sorted((p for p in folder.glob("*.log") if re.fullmatch(r"\d+(_\d+)?", p.stem)
+                   and p.stem not in _this_job()), key=_jobid_key)
     if attempt <= 1 or len(logs) < attempt - 1:
         return []
     return [(p.stem, state_of(p.stem, p)) for p in logs[-(attempt - 1):]]
