@@ -29,6 +29,7 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
                "numerics.py",  # its settings and pins go in through `numerics.token()` instead
                "cli.py", "config.py", "config_checks.py", "config_overrides.py",
                "fingerprint.py", "grid.py",
+               "retry.py",  # what a retry asks of SLURM, evaluated by snakemake, not by jobs
                "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
                "audit/recompute.py",
                "attacks/__init__.py", "defenses/__init__.py", "report/__init__.py",
@@ -51,7 +52,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "evaluate": MODELS + ("defenses/base.py", "metrics.py", "evaluate.py", "features.py"),
     "features": MODELS + ("features.py",),
     "aggregate": ("report/aggregate.py",),
-    "figure": ("report/figures.py",),
+    "figure": ("report/figures.py", "report/tables.py"),
     "loss_curves": ("report/loss_curves.py",),
     "gallery": ("report/gallery.py",),
     "probe": MODELS + ("models/visual_prompt.py", "report/gallery.py", "report/probe.py"),
