@@ -14,14 +14,14 @@ attempt's log to `.snakemake/slurm_logs/rule_<rule>/<wildcards>/<jobid>.log`, so
 read from the log's own last words ("CANCELLED ... DUE TO TIME LIMIT", "oom-kill",
 "Exceeded job memory limit"). A job SLURM calls FAILED whose log says it exceeded its memory
 counts as OUT_OF_MEMORY: clusters that enforce memory by polling (jobacct_gather with
-OverMemoryKill, as the local test cluster does) kill it so. Every retry logs one line with the history (`history_line`), so
-the first cause stays in the run's log above any later error.
+OverMemoryKill, as the local test cluster does) kill it so. Every retry logs one line with
+the history (`history_line`), so the first cause stays in the run's log above any later error.
 
 Without a SLURM record (a local run, or a rule inside a `group:`, whose attempts the plugin
 logs per group) the cause is unknown and both resources grow as before: `base x attempt`.
 
-The rules declare `mem_mb=memory(2000)`, `runtime=minutes(30)` (both `scaled`); the Snakefile tells each such function
-its rule's name once every rule is defined (`bind`).
+The rules declare `mem_mb=memory(2000)`, `runtime=minutes(30)` (both `scaled`); the Snakefile
+tells each such function its rule's name once every rule is defined (`bind`).
 """
 from __future__ import annotations
 
@@ -61,13 +61,24 @@ def state_of(jobid: str, log: Path | None = None) -> str:
     if state == UNKNOWN:
         m = re.search(r"\bJobState=(\w+)", _run(["scontrol", "show", "job", "-o", jobid]))
         state = m.group(1) if m else UNKNOWN
-    if state in (UNKNOWN, "FAILED"):
-        # SLURM's memory enforcement by polling (jobacct_gather's OverMemoryKill) ends a job
-        # FAILED, not OUT_OF_MEMORY; its log then says why (so does the end of a forgotten job)
-        text = log.read_text(errors="replace")[-20000:] if log and log.is_file() else ""
-        found = next((s for pattern, s in LOG_SIGNS if pattern.search(text)), state)
-        state = found if state == UNKNOWN or found == "OUT_OF_MEMORY" else state
-    return state
+    if state not in (UNKNOWN, "FAILED"):
+        return state
+    # the log tells what SLURM has forgotten, and why a job SLURM calls FAILED ended: memory
+    # enforcement by polling (jobacct_gather's OverMemoryKill) ends a job FAILED, not OOM
+    said = _log_state(log)
+    if state == UNKNOWN:
+        return said
+    return "OUT_OF_MEMORY" if said == "OUT_OF_MEMORY" else state
+
+
+def _log_state(log: Path | None, tail: int = 20000) -> str:
+    """The state a job log's last `tail` bytes spell (LOG_SIGNS), else UNKNOWN."""
+    if not (log and log.is_file()):
+        return UNKNOWN
+    with open(log, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - tail))
+        text = f.read().decode(errors="replace")
+    return next((state for pattern, state in LOG_SIGNS if pattern.search(text)), UNKNOWN)
 
 
 def wildcard_dir(wildcards: Iterable) -> str:
