@@ -1,7 +1,8 @@
 """Grid expansion: config `grid` blocks -> one row per evaluated model (grids are data).
 
 A row's path segments spell out the grid: dataset / attack / attack variant / defense /
-defense variant / shots / seed. The seed is the attack chain's too (see `expand`). A variant is `default` or `key~value,key~value` (sorted).
+defense variant / shots / seed. The seed is the attack chain's too (see `expand`). A variant
+is `default` or `key~value,key~value` (sorted).
 Invalid combinations are filtered here, in one place.
 """
 from __future__ import annotations

@@ -50,8 +50,7 @@ def first_variants(dataset):
     out = {}
     for run in RUNS:
         if run.dataset == dataset and run.attack != "clean" and run.attack not in out:
-            out[run.attack] = (f"{R}/poisoned/{dataset}/{run.attack}/{run.avar}/"
-                               f"seed~{run.seed}/test.safetensors")
+            out[run.attack] = f"{R}/poisoned/{dataset}/{chain_of(run)}/test.safetensors"
     return out
 
 
