@@ -1,16 +1,29 @@
-"""A prepared split: uint8 images [N,H,W,3], int64 labels, class names, captions (optional)."""
+"""A prepared split: uint8 images [N,H,W,3], int64 labels, class names, captions (optional).
+
+On disk one safetensors file (`clipbd.data.rows`): ids and captions as string columns in
+tensors, the images last; `load_split` reads everything but the images, which stay on disk
+as `Rows` and are read a batch at a time.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 
-from clipbd.artifacts import load_tensors, save_tensors, sha256_bytes
+from clipbd.artifacts import check_safetensors_header
+from clipbd.data.rows import (Rows, SplitWriter, images_rows, split_writer, strings_to_tensors,
+                              tensors_to_strings)
+
+BATCH = 1024  # rows per read or write when a whole split is streamed
 
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # uint8 [N,H,W,3]
+    images: torch.Tensor | Rows  # uint8 [N,H,W,3]; Rows: on disk, read on indexing
     labels: torch.Tensor  # int64 [N]
     classes: list[str]
     ids: list[str]
@@ -39,7 +52,19 @@ class ImageSet:
                         {k: v[idx] for k, v in self.extra.items()})
 
     def content_hash(self) -> str:
-        return sha256_bytes(self.images.numpy().tobytes() + self.labels.numpy().tobytes())
+        """sha256 of the image bytes then the label bytes, streamed a batch at a time."""
+        h = hashlib.sha256()
+        for i in range(0, len(self), BATCH):
+            h.update(self.images[i:i + BATCH].contiguous().numpy().tobytes())
+        h.update(self.labels.numpy().tobytes())
+        return h.hexdigest()
+
+    def materialized(self) -> "ImageSet":
+        """The same set with its images in memory (small splits: the supervised track, tests)."""
+        if isinstance(self.images, torch.Tensor):
+            return self
+        return ImageSet(self.images[:], self.labels, self.classes, self.ids, self.captions,
+                        self.extra)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -52,19 +77,61 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+def _columns(labels, ids, captions, extra) -> dict[str, torch.Tensor]:
+    cols = {"labels": torch.as_tensor(labels, dtype=torch.long), **extra}
+    cols["ids_bytes"], cols["ids_offsets"] = strings_to_tensors(ids)
+    if captions is not None:
+        cols["captions_bytes"], cols["captions_offsets"] = strings_to_tensors(captions)
+    return cols
+
+
+@contextmanager
+def split_stream(path, n: int, row_shape: tuple[int, int, int], *, classes: list[str],
+                 ids: list[str], labels, captions: list[str] | None = None,
+                 extra: dict[str, torch.Tensor] | None = None,
+                 meta: dict | None = None) -> Iterator[SplitWriter]:
+    """Write a split whose images come batch by batch (`writer.write(uint8 [b,H,W,3])`)."""
+    header = {k: json.dumps(v) for k, v in {"classes": classes, **(meta or {})}.items()}
+    with split_writer(path, n, row_shape, _columns(labels, ids, captions, extra or {}),
+                      header) as w:
+        yield w
+
+
 def save_split(path, data: ImageSet, meta: dict | None = None) -> None:
-    tensors = {"images": data.images, "labels": data.labels, **data.extra}
-    header = {"classes": data.classes, "ids": data.ids, **(meta or {})}
-    if data.captions is not None:
-        header["captions"] = data.captions
-    save_tensors(path, tensors, header)
+    with split_stream(path, len(data), tuple(data.images.shape[1:]), classes=data.classes,
+                      ids=data.ids, labels=data.labels, captions=data.captions,
+                      extra=data.extra, meta=meta) as w:
+        for i in range(0, len(data), BATCH):
+            w.write(data.images[i:i + BATCH])
 
 
 def load_split(path) -> ImageSet:
-    tensors, meta = load_tensors(path)
-    extra = {k: v for k, v in tensors.items() if k not in ("images", "labels")}
-    return ImageSet(tensors["images"], tensors["labels"], meta["classes"], meta["ids"],
-                    meta.get("captions"), extra)
+    """A split with its images left on disk (`Rows`); everything else in memory."""
+    return ImageSet(*_load(path)[:-1])
+
+
+def split_meta(path) -> dict:
+    """The split's header entries (`classes`, `text_prefix`, ...), JSON-decoded."""
+    return _load(path)[-1]
+
+
+def _load(path):
+    from safetensors import safe_open
+
+    check_safetensors_header(path)
+    images, head, _ = images_rows(path)
+    with safe_open(str(path), "pt") as f:
+        cols = {k: f.get_tensor(k) for k in f.keys() if k != "images"}
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    strings = {}
+    for name in ("ids", "captions"):
+        if f"{name}_bytes" in cols:
+            strings[name] = tensors_to_strings(cols.pop(f"{name}_bytes"),
+                                               cols.pop(f"{name}_offsets"))
+        else:  # files written before the string columns kept them in the header
+            strings[name] = meta.pop(name, None)
+    labels = cols.pop("labels")
+    return (images, labels, meta["classes"], strings["ids"], strings["captions"], cols, meta)
 
 
 def manifest(data: ImageSet) -> dict:

@@ -1,0 +1,179 @@
+"""Image rows on disk: a split's uint8 [N,H,W,3] images read a batch at a time, never whole.
+
+A prepared split is one safetensors file. Its `images` tensor is the last block of the file;
+`Rows` reads the rows it is asked for with `os.pread` (contiguous runs in one call each), so
+a job's memory follows its batch size, not the split (ImageNet val at 224 px is 7.5 GB, a
+500K CC3M corpus 75 GB). Not a memory map: pages a map touches count as the job's resident
+memory, which SLURM's memory accounting (jobacct_gather/linux) then holds against it.
+
+`SplitWriter` writes such a file in one pass: the header and every small tensor first (their
+sizes are known before any image is decoded), then the images as they come, batch by batch.
+The result is a plain safetensors file (`safetensors.safe_open` reads it).
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from clipbd.artifacts import atomic_path
+
+_DTYPES = {torch.uint8: "U8", torch.int64: "I64", torch.bool: "BOOL", torch.float32: "F32",
+           torch.int32: "I32", torch.float64: "F64"}
+
+
+class Rows:
+    """Lazy uint8 rows [N,H,W,3] of a file; indexing (int, slice, index or bool tensor, list)
+    returns a tensor holding only those rows."""
+
+    dtype = torch.uint8
+    ndim = 4
+
+    def __init__(self, path: str | os.PathLike, offset: int, shape: tuple[int, ...]):
+        self.path, self.offset, self.shape = str(path), int(offset), tuple(int(s) for s in shape)
+        self.row_bytes = int(np.prod(self.shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"Rows({self.path!r}, shape={self.shape})"
+
+    def __getitem__(self, key) -> torch.Tensor:
+        n = len(self)
+        if isinstance(key, int):
+            return self[torch.tensor([key])][0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step == 1:
+                return self._read(start, max(stop, start))
+            key = torch.arange(start, stop, step)
+        idx = torch.as_tensor(key)
+        if idx.dtype == torch.bool:
+            if idx.shape != (n,):
+                raise IndexError(f"bool mask of shape {tuple(idx.shape)} for {n} rows")
+            idx = idx.nonzero().flatten()
+        idx = idx.long().flatten()
+        if len(idx) and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"row index out of range for {n} rows")
+        idx = torch.where(idx < 0, idx + n, idx)
+        return self.take(idx)
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        """Rows `idx` (in that order, repeats allowed), one read per contiguous run."""
+        out = torch.empty((len(idx), *self.shape[1:]), dtype=torch.uint8)
+        if not len(idx):
+            return out
+        uniq, inverse = torch.unique(idx, sorted=True, return_inverse=True)
+        got = torch.empty((len(uniq), *self.shape[1:]), dtype=torch.uint8)
+        u = uniq.tolist()
+        begin = 0
+        for k in range(1, len(u) + 1):
+            if k == len(u) or u[k] != u[k - 1] + 1:
+                got[begin:k] = self._read(u[begin], u[k - 1] + 1)
+                begin = k
+        out[:] = got[inverse]
+        return out
+
+    def _read(self, start: int, stop: int) -> torch.Tensor:
+        count = (stop - start) * self.row_bytes
+        buf = bytearray(count)
+        view = memoryview(buf)
+        with open(self.path, "rb", buffering=0) as f:
+            done = 0
+            while done < count:
+                got = os.preadv(f.fileno(), [view[done:]],
+                                self.offset + start * self.row_bytes + done)
+                if got <= 0:
+                    raise OSError(f"{self.path}: file ends inside the images (truncated?)")
+                done += got
+        return torch.frombuffer(buf, dtype=torch.uint8).view(stop - start, *self.shape[1:])
+
+    def batches(self, size: int) -> Iterator[torch.Tensor]:
+        for i in range(0, len(self), size):
+            yield self[i:i + size]
+
+    def numpy(self) -> np.ndarray:  # whole split: for small splits and tests only
+        return self[:].numpy()
+
+
+def strings_to_tensors(strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(utf-8 bytes uint8 [B], offsets int64 [n+1]): a string column stored as tensors, not in
+    the header (safetensors caps headers at 100 MB, ~1.1M captions)."""
+    data = [s.encode() for s in strings]
+    offsets = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in data], out=offsets[1:])
+    return torch.frombuffer(bytearray(b"".join(data)) or bytearray(1), dtype=torch.uint8
+                            )[:offsets[-1]].clone(), torch.from_numpy(offsets)
+
+
+def tensors_to_strings(data: torch.Tensor, offsets: torch.Tensor) -> list[str]:
+    raw, cuts = data.numpy().tobytes(), offsets.tolist()
+    return [raw[a:b].decode() for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def _meta(tensors: dict[str, tuple[torch.dtype, tuple[int, ...]]], order: list[str],
+          metadata: dict[str, str]) -> tuple[bytes, dict[str, int]]:
+    head, starts, pos = {}, {}, 0
+    for name in order:
+        dtype, shape = tensors[name]
+        size = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
+        head[name] = {"dtype": _DTYPES[dtype], "shape": list(shape),
+                      "data_offsets": [pos, pos + size]}
+        starts[name] = pos
+        pos += size
+    head["__metadata__"] = metadata
+    text = json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text, starts
+
+
+class SplitWriter:
+    """Write `small` tensors, then `n` image rows [H,W,3] given in order through `write`."""
+
+    def __init__(self, f, n: int, row_shape: tuple[int, int, int],
+                 small: dict[str, torch.Tensor], metadata: dict[str, str]):
+        self.f, self.n, self.row_shape, self.written = f, n, tuple(row_shape), 0
+        small = {k: v.detach().contiguous().cpu() for k, v in small.items()}
+        shapes = {k: (v.dtype, tuple(v.shape)) for k, v in small.items()}
+        shapes["images"] = (torch.uint8, (n, *self.row_shape))
+        header, _ = _meta(shapes, sorted(small) + ["images"], metadata)
+        f.write(header)
+        for k in sorted(small):
+            f.write(small[k].numpy().tobytes())
+
+    def write(self, images: torch.Tensor | np.ndarray) -> None:
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != self.row_shape:
+            raise ValueError(f"rows must be uint8 [*, {self.row_shape}], got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        if self.written + len(images) > self.n:
+            raise ValueError(f"more than the {self.n} rows announced")
+        self.f.write(images.contiguous().numpy().tobytes())
+        self.written += len(images)
+
+
+@contextmanager
+def split_writer(path: str | os.PathLike, n: int, row_shape: tuple[int, int, int],
+                 small: dict[str, torch.Tensor], metadata: dict[str, str]
+                 ) -> Iterator[SplitWriter]:
+    """Atomic: the file appears at `path` only once all `n` rows were written."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        w = SplitWriter(f, n, row_shape, small, metadata)
+        yield w
+        if w.written != n:
+            raise ValueError(f"{path}: {w.written} rows written, {n} announced")
+
+
+def images_rows(path: str | os.PathLike) -> tuple[Rows, dict, int]:
+    """(lazy `images`, the parsed header, where the data starts) of a split file."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        head = json.loads(f.read(n))
+    info = head["images"]
+    return Rows(Path(path), 8 + n + info["data_offsets"][0], tuple(info["shape"])), head, 8 + n
