@@ -14,7 +14,7 @@ import torch
 
 from clipbd import accel, models  # models: open_clip on first use
 from clipbd.artifacts import load_tensors, save_tensors, write_sidecar
-from clipbd.data.store import load_split, to_float
+from clipbd.data.store import load_split, split_meta, to_float
 from clipbd.models.zeroshot import Classifier
 
 CLEAN, TRIGGERED = "clean", "triggered"
@@ -66,9 +66,8 @@ def write(cfg: dict, model_path: str, test_path: str, poisoned_path: str, out: s
     tensors = {CLEAN: encode(model, load_split(test_path).images, bs)}
     meta = {"text_prefix": ""}
     if poisoned_path:
-        trig, pmeta = load_tensors(poisoned_path)
-        tensors[TRIGGERED] = encode(model, trig["images"], bs)
-        meta["text_prefix"] = pmeta.get("text_prefix", "")
+        tensors[TRIGGERED] = encode(model, load_split(poisoned_path).images, bs)
+        meta["text_prefix"] = split_meta(poisoned_path).get("text_prefix", "")
     save_tensors(out, tensors, meta)
     write_sidecar(out, step="features", config=cfg, code=code, seed=None, started=t0,
                   inputs=[p for p in (model_path, test_path, poisoned_path) if p],

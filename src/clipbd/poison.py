@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import random
 from functools import lru_cache
+from typing import Iterator
 
 import torch
 
@@ -51,13 +52,20 @@ def poison_templates(setting, dataset_templates: list[str]) -> list[str]:
                      f"{DATASET!r} or a list of templates containing {{}}")
 
 
-def apply_in_batches(attack: Attack, images: torch.Tensor, trigger: dict, seed: int,
+def trigger_batches(attack: Attack, images, trigger: dict, seed: int,
+                    batch: int = 1000) -> Iterator[torch.Tensor]:
+    """Triggered uint8 copies of images [N,H,W,3] (a tensor or on-disk `Rows`), `batch` rows
+    at a time, one generator across the batches: what `apply_in_batches` concatenates."""
+    gen = torch.Generator().manual_seed(seed)
+    for i in range(0, len(images), batch):
+        yield to_uint8(attack.apply(to_float(images[i:i + batch]), trigger, gen))
+
+
+def apply_in_batches(attack: Attack, images, trigger: dict, seed: int,
                      batch: int = 1000) -> torch.Tensor:
     """Trigger uint8 images [N,H,W,3]; the result is quantized to uint8 like a saved PNG."""
-    gen = torch.Generator().manual_seed(seed)
-    out = [to_uint8(attack.apply(to_float(images[i:i + batch]), trigger, gen))
-           for i in range(0, len(images), batch)]
-    return torch.cat(out) if out else images.clone()
+    out = list(trigger_batches(attack, images, trigger, seed, batch))
+    return torch.cat(out) if out else images[:0].clone()
 
 
 def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, trigger: dict,

@@ -1,6 +1,7 @@
 """One function per CLI verb. Each reads its inputs, writes one artifact atomically, and a sidecar."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -14,9 +15,9 @@ from clipbd.artifacts import (file_sha256, load_tensors, read_json, save_tensors
 from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_split, synthetic
 from clipbd.data.captions import fixed, templated
 from clipbd.data.classnames import class_files
-from clipbd.data.store import load_split, manifest, save_split
+from clipbd.data.store import load_split, manifest, save_split, split_meta, split_stream
 from clipbd.metrics import attack_success, backdoor_metrics
-from clipbd.poison import apply_in_batches, poison_corpus, poison_templates
+from clipbd.poison import apply_in_batches, poison_corpus, poison_templates, trigger_batches
 from clipbd.train import contrastive, curve
 from clipbd.train.state import TrainState, resumable
 
@@ -30,8 +31,6 @@ def _sidecar(out, step, cfg, inputs, code, seed, started, **extra):
 
 
 def _config_hash(cfg) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -128,11 +127,17 @@ def poison_test(cfg, trigger_path, test_path, out, code):
     t0 = time.time()
     attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
     trig, _ = load_tensors(trigger_path)
-    data = load_split(test_path)
-    data.images = apply_in_batches(attack, data.images, trig, cfg["seed"] + 2)
-    save_split(out, data, {"text_prefix": attack.text_prefix})
+    data = load_split(test_path)  # images on disk: read, triggered and written a batch at a time
+    digest = hashlib.sha256()  # ImageSet.content_hash of the result: image bytes, then labels
+    with split_stream(out, len(data), tuple(data.images.shape[1:]), classes=data.classes,
+                      ids=data.ids, labels=data.labels, captions=data.captions, extra=data.extra,
+                      meta={"text_prefix": attack.text_prefix}) as w:
+        for batch in trigger_batches(attack, data.images, trig, cfg["seed"] + 2):
+            w.write(batch)
+            digest.update(batch.numpy().tobytes())
+    digest.update(data.labels.numpy().tobytes())
     _sidecar(out, "poison_test", cfg, [trigger_path, test_path], code, cfg["seed"], t0,
-             content_sha256=data.content_hash())
+             content_sha256=digest.hexdigest())
 
 
 def backdoor(cfg, clean_path, poisoned_path, out, code):
@@ -220,8 +225,8 @@ def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code, f
     bs = cfg["eval_batch_size"]
     target = test.classes.index(cfg["datasets"][cfg["dataset"]]["target"])
     cached = features.load(features_path) if features_path and defense.frozen_image else None
-    trig = load_tensors(poisoned_path) if poisoned_path else None
-    images = {features.CLEAN: test.images, features.TRIGGERED: trig and trig[0]["images"]}
+    trig = load_split(poisoned_path).images if poisoned_path else None  # on disk, as test's
+    images = {features.CLEAN: test.images, features.TRIGGERED: trig}
     feats = dict(cached or {})  # image features per image set: each set is encoded once
 
     def scores(prefix, which):  # the text prefix changes the head only, never the features
@@ -232,8 +237,8 @@ def evaluate(cfg, model_path, delta_path, test_path, poisoned_path, out, code, f
 
     clean_logits = scores("", features.CLEAN)
     trig_logits, keys = None, {}
-    if trig:
-        prefix = trig[1].get("text_prefix", "")
+    if trig is not None:
+        prefix = split_meta(poisoned_path).get("text_prefix", "")
         trig_logits = scores(prefix, features.TRIGGERED)
         if prefix:  # dual key: each key alone must not trigger
             keys = {"asr_image_key": attack_success(scores("", features.TRIGGERED),

@@ -50,6 +50,18 @@ def _split(trigger: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
     return {k[len(prefix):]: v for k, v in trigger.items() if k.startswith(prefix)}
 
 
+def _gather(parts: list, starts: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """uint8 rows `idx` of the parts taken as one sequence (parts start at `starts`), in
+    order; one read per part (on-disk `Rows` read only those rows)."""
+    part = torch.searchsorted(starts, idx, right=True) - 1
+    out = torch.empty((len(idx), *parts[0].shape[1:]), dtype=torch.uint8)
+    for p, images in enumerate(parts):
+        sel = part == p
+        if sel.any():
+            out[sel] = images[idx[sel] - starts[p]]
+    return out
+
+
 @register("ssba")
 class SSBA(Attack):
     learned = True
@@ -78,9 +90,7 @@ class SSBA(Attack):
         self.losses: list[float] = []
         for step in bar:
             idx = torch.randint(0, int(sizes.sum()), (c["batch_size"],), generator=g)
-            part = torch.searchsorted(starts, idx, right=True) - 1
-            x = accel.to(to_float(torch.stack([parts[p][i - starts[p]] for p, i in
-                                               zip(part.tolist(), idx.tolist())])), dev)
+            x = accel.to(to_float(_gather(parts, starts, idx)), dev)
             bits = accel.to(torch.randint(0, 2, (len(x), n_bits), generator=g).float(), dev)
             r = enc(x, bits, eps)
             noise = accel.to(torch.rand(x.shape, generator=g), dev)

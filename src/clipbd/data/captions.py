@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
+from clipbd.data.rows import ConcatRows, Rows
 from clipbd.data.store import ImageSet
 
 
 @dataclass
 class CaptionedImages:
-    images: torch.Tensor  # uint8 [N,H,W,3]
+    images: torch.Tensor | Rows | ConcatRows  # uint8 [N,H,W,3], read a batch at a time
     caption_ids: torch.Tensor  # long [N,K]: K candidate captions per image (indices into bank)
     bank: torch.Tensor  # long [M,L]: tokenized captions
 
@@ -35,7 +36,8 @@ def templated(parts: list[tuple[ImageSet, list[str]]], tok) -> CaptionedImages:
             ids.append(row)
         rows.append(torch.tensor(ids)[data.labels])
         images.append(data.images)
-    return CaptionedImages(torch.cat(images), torch.cat(rows), tok(texts))
+    # the parts' images stay where they are (on disk); the training loop reads batches by index
+    return CaptionedImages(ConcatRows(images), torch.cat(rows), tok(texts))
 
 
 def fixed(data: ImageSet, tok) -> CaptionedImages:

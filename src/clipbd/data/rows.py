@@ -46,23 +46,14 @@ class Rows:
 
     def __getitem__(self, key) -> torch.Tensor:
         n = len(self)
-        if isinstance(key, int):
-            return self[torch.tensor([key])][0]
+        if _is_scalar(key):  # int, numpy integer, 0-dim integer tensor: one row [H,W,3]
+            return self[torch.tensor([int(key)])][0]
         if isinstance(key, slice):
             start, stop, step = key.indices(n)
             if step == 1:
                 return self._read(start, max(stop, start))
             key = torch.arange(start, stop, step)
-        idx = torch.as_tensor(key)
-        if idx.dtype == torch.bool:
-            if idx.shape != (n,):
-                raise IndexError(f"bool mask of shape {tuple(idx.shape)} for {n} rows")
-            idx = idx.nonzero().flatten()
-        idx = idx.long().flatten()
-        if len(idx) and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"row index out of range for {n} rows")
-        idx = torch.where(idx < 0, idx + n, idx)
-        return self.take(idx)
+        return self.take(row_indices(key, n))
 
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows `idx` (in that order, repeats allowed), one read per contiguous run."""
@@ -100,6 +91,67 @@ class Rows:
 
     def numpy(self) -> np.ndarray:  # whole split: for small splits and tests only
         return self[:].numpy()
+
+
+def row_indices(key, n: int) -> torch.Tensor:
+    """int64 row numbers in [0, n) of an index tensor/list (negatives count from the end) or a
+    bool mask of length n."""
+    idx = torch.as_tensor(key)
+    if idx.dtype == torch.bool:
+        if idx.shape != (n,):
+            raise IndexError(f"bool mask of shape {tuple(idx.shape)} for {n} rows")
+        idx = idx.nonzero().flatten()
+    idx = idx.long().flatten()
+    if len(idx) and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"row index out of range for {n} rows")
+    return torch.where(idx < 0, idx + n, idx)
+
+
+def _is_scalar(key) -> bool:
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return True
+    return torch.is_tensor(key) and key.ndim == 0 and key.dtype != torch.bool
+
+
+class ConcatRows:
+    """Several row sources (`Rows` or uint8 tensors, same row shape) indexed as one, lazily:
+    the pretraining corpus of several splits without concatenating their images in memory."""
+
+    dtype = torch.uint8
+    ndim = 4
+
+    def __init__(self, parts: list):
+        if not parts:
+            raise ValueError("ConcatRows needs at least one part")
+        shapes = {tuple(p.shape[1:]) for p in parts}
+        if len(shapes) != 1:
+            raise ValueError(f"parts differ in row shape: {sorted(shapes)}")
+        self.parts = list(parts)
+        self.ends = torch.tensor([len(p) for p in parts], dtype=torch.long).cumsum(0)
+        self.shape = (int(self.ends[-1]), *shapes.pop())
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> torch.Tensor:
+        n = len(self)
+        if _is_scalar(key):
+            return self[torch.tensor([int(key)])][0]
+        if isinstance(key, slice):
+            key = torch.arange(*key.indices(n))
+        idx = row_indices(key, n)
+        part = torch.searchsorted(self.ends, idx, right=True)
+        starts = self.ends - torch.tensor([len(p) for p in self.parts])
+        out = torch.empty((len(idx), *self.shape[1:]), dtype=torch.uint8)
+        for j, rows in enumerate(self.parts):  # one gather per part
+            sel = part == j
+            if sel.any():
+                out[sel] = rows[idx[sel] - starts[j]]
+        return out
+
+    def batches(self, size: int) -> Iterator[torch.Tensor]:
+        for i in range(0, len(self), size):
+            yield self[i:i + size]
 
 
 def strings_to_tensors(strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

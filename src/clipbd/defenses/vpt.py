@@ -40,6 +40,25 @@ FEATURE_BATCH = 256  # images per forward when caching the frozen parts
 CROP_SCALE = (0.08, 1.0)  # Dassl's INPUT.RRCROP_SCALE default (CoOp's configs)
 
 
+class FloatRows:
+    """uint8 images [N,H,W,3] seen as floats [N,3,H,W] in [0,1], converted per indexed batch
+    (16-shot ImageNet held as float would be 9.6 GB); with `(norm, dev)`, normalized on `dev`.
+    Elementwise per image, so a batch's values equal the whole set's converted at once."""
+
+    def __init__(self, images: torch.Tensor, normalize=None):
+        self.images, self.normalize = images, normalize
+        self.device = normalize[1] if normalize else torch.device("cpu")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if torch.is_tensor(key):
+            key = key.cpu()
+        raw = to_float(self.images[key])
+        return self.normalize[0](raw.to(self.device)) if self.normalize else raw
+
+
 class PromptedClassifier(Classifier):
     """images in [0,1] -> logits through the prompted image encoder and a zero-shot head."""
 
@@ -82,8 +101,7 @@ class VPT(Defense):
         norm = Normalize(model).to(dev)
         with frozen(model), torch.no_grad():
             head = ctx.zero_shot_head()
-            raw = to_float(fewshot.images)
-            x = raw if augment else norm(raw.to(dev))
+            x = FloatRows(fewshot.images, None if augment else (norm, dev))
             fb = FEATURE_BATCH
             with accel.autocast(dev):  # the encoder in bf16 with accelerator.amp
                 low = torch.cat([prompter.lower(x[i:i + fb]) for i in range(0, len(x), fb)]) \

@@ -77,7 +77,7 @@ def probe(cfg: dict, model_path: str, delta_path: str, test_path: str, poisoned_
     delta = load_tensors(delta_path)[0] if delta_path else {}
     prompts = {b: p.to(dev) for b, p in _prompts(cfg["defense"], delta).items()}
     test = load_split(test_path)
-    trig = load_tensors(poisoned_path)[0]["images"]
+    trig = load_split(poisoned_path).images  # on disk: only the first n rows are read
     if len(trig) != len(test):
         raise ValueError(f"probe: {poisoned_path} holds {len(trig)} images, {test_path} "
                          f"{len(test)}; they must be the same test set")

@@ -43,6 +43,7 @@ def poison_train(data: ImageSet, attack: Attack, trigger: dict, rate: float, tar
         raise ValueError(f"poison_rate={rate} asks for {n_poison} poisoned images but the "
                          f"training subset has only {len(pool)} {kind} images")
     chosen = _draw(pool, n_poison, seed)
+    data = data.materialized()  # a small subset; written in place below
     images, labels = data.images.clone(), data.labels.clone()
     if n_poison:
         pre = getattr(attack, "pre_poison", None)  # label-consistent: adversarial first
