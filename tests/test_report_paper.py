@@ -252,7 +252,7 @@ def probes(model, tmp_path_factory):
     """Probe dumps of the tiny model: plain, with prompts (VPT/RVPT shape), and triggered."""
     from images import random_set
 
-    from clipbd.data.store import save_split
+    from clipbd.data.store import ImageSet, save_split
     from clipbd.models import clip
     from clipbd.report.probe import probe
 
@@ -262,8 +262,9 @@ def probes(model, tmp_path_factory):
     save_split(d / "test.safetensors", test)
     trig = test.images.clone()
     trig[:, -4:, -4:] = 255
-    save_tensors(d / "poisoned.safetensors", {"images": trig, "labels": test.labels})
-    save_tensors(d / "same.safetensors", {"images": test.images, "labels": test.labels})
+    # triggered test sets as poison_test writes them: splits
+    save_split(d / "poisoned.safetensors", ImageSet(trig, test.labels, test.classes, test.ids))
+    save_split(d / "same.safetensors", test)
     width = model.visual.class_embedding.shape[-1]
     g = torch.Generator().manual_seed(1)
     save_tensors(d / "delta.safetensors", {"prompts": torch.randn(2, 4, width, generator=g),

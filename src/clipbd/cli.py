@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return convert.main(args)
     t0, publish = time.time(), _job(args)
     if v == "prepare":
-        steps.prepare(cfg, args.out_train, args.out_test, args.code)
+        steps.prepare(cfg, args.out_train, args.out_test, args.code, args.threads)
     elif v == "pretrain":
         steps.pretrain(cfg, _kv(args.split), args.out, args.code)
     elif v == "trigger":

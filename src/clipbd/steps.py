@@ -12,9 +12,10 @@ import torch
 from clipbd import accel, attacks, defenses, features, models  # models: open_clip on first use
 from clipbd.artifacts import (file_sha256, load_tensors, read_json, save_tensors, write_json,
                               write_sidecar)
-from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_split, synthetic
+from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_entries, synthetic
 from clipbd.data.captions import fixed, templated
 from clipbd.data.classnames import class_files
+from clipbd.data.decode import write_entries
 from clipbd.data.store import load_split, manifest, save_split, split_meta, split_stream
 from clipbd.metrics import attack_success, backdoor_metrics
 from clipbd.poison import apply_in_batches, poison_corpus, poison_templates, trigger_batches
@@ -34,22 +35,27 @@ def _config_hash(cfg) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare(cfg, out_train, out_test, code):
+def prepare(cfg, out_train, out_test, code, threads: int = 0):
+    """File-backed datasets are listed, then decoded by `threads` worker processes (0 or 1:
+    in this process) and streamed into the split, a batch at a time (clipbd.data.decode)."""
     t0 = time.time()
     ds, size, seed = cfg["dataset"], cfg["image_size"], cfg["seed"]
     for split, out in (("train", out_train), ("test", out_test)):
         cap = ds.get(f"n_{split}")
-        if ds["kind"] == "fashion_mnist":
+        digest = None
+        if ds["kind"] == "fashion_mnist":  # small: built in memory
             fashion_mnist.check_root(ds["path"], f"datasets.{cfg['name']}.path")
-            data = fashion_mnist.load(ds["path"], split, size, limit=cap)
+            save_split(out, fashion_mnist.load(ds["path"], split, size, limit=cap))
             raw = fashion_mnist.raw_files(ds["path"])
         elif ds["kind"] in FILE_KINDS:  # image folders, caption CSVs (clipbd.data)
-            data = read_split(cfg["name"], ds, split, size, seed)
+            digest = write_entries(out, read_entries(cfg["name"], ds, split, seed), size,
+                                   workers=threads if threads > 1 else 0)
             raw = [f for f in (*class_files(ds), ds["path"]) if Path(f).is_file()]
         else:
-            data, raw = synthetic.generate(cap, size, seed, split), []
-        save_split(out, data)
-        _sidecar(out, "prepare", cfg, raw, code, seed, t0, manifest=manifest(data))
+            save_split(out, synthetic.generate(cap, size, seed, split))
+            raw = []
+        _sidecar(out, "prepare", cfg, raw, code, seed, t0,
+                 manifest=manifest(load_split(out), content_sha256=digest))
 
 
 def pretrain(cfg, splits: dict[str, str], out, code):

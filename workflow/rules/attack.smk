@@ -87,7 +87,8 @@ rule poison_test:
     log:
         "logs/poison_test/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
-        mem_mb=memory(4000, input_factor=2),
+        # no input_factor: the test split is read, triggered and written 1000 images at a time
+        mem_mb=memory(4000),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:

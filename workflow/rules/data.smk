@@ -10,17 +10,21 @@ rule prepare_data:
     params:
         cfg=dataset_cfg,
         code=code_for("prepare"),
+    threads: threads_of("prepare_data")  # image-decoding worker processes (1: in the job)
     conda:
         ENV
     log:
         "logs/prepare_data/{dataset}.log",
     resources:
-        mem_mb=memory(4000),
+        # no input_factor: images are decoded and written a batch at a time (clipbd.data.decode);
+        # memory follows the workers (one Python+torch process per thread, ~0.3 GB each as SLURM
+        # counts them, 2 batches of 64 images in flight each) and the entry list, not the split
+        mem_mb=memory(8000),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:
         "python -m clipbd prepare --cfg {params.cfg:q} --code {params.code} "
-        "--out-train {output.train} --out-test {output.test} 2> {log}"
+        "--threads {threads} --out-train {output.train} --out-test {output.test} 2> {log}"
 
 
 rule fewshot:

@@ -22,7 +22,9 @@ rule evaluate:
         "evaluate"
     resources:
         gpu=1,
-        mem_mb=memory(4000, input_factor=2),
+        # no input_factor: the test images stay on disk and are read an eval batch at a time
+        # (clipbd.data.rows); `base` covers the checkpoint (ViT-L: weights + module ~3.4 GB)
+        mem_mb=memory(8000),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:
@@ -51,7 +53,9 @@ rule features:
         "logs/features/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         gpu=1,
-        mem_mb=memory(4000, input_factor=2),
+        # no input_factor: the test images stay on disk and are read an eval batch at a time
+        # (clipbd.data.rows); `base` covers the checkpoint (ViT-L: weights + module ~3.4 GB)
+        mem_mb=memory(8000),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:

@@ -1,11 +1,13 @@
 """Datasets: prepared splits stored as safetensors (uint8 HWC images + int64 labels)."""
 from clipbd.data.store import ImageSet, load_split, save_split, to_float, to_uint8
 
-__all__ = ["ImageSet", "dataset_classes", "load_split", "missing_paths", "read_split",
+__all__ = ["ImageSet", "dataset_classes", "load_split", "missing_paths", "read_entries", "read_split",
            "save_split", "to_float", "to_uint8", "FILE_KINDS"]
 
 # Dataset kinds read from user-provided files: module with classes(ds), missing(name, ds),
-# load(ds, split, image_size, seed, name). (fashion_mnist and synthetic predate this table.)
+# entries(ds, split, seed, name) (what `prepare` decodes and streams) and
+# load(ds, split, image_size, seed, name) (the same, decoded in memory).
+# (fashion_mnist and synthetic predate this table.)
 FILE_KINDS = {"image_folder": "clipbd.data.image_folder", "caption_csv": "clipbd.data.caption_csv"}
 
 
@@ -42,6 +44,11 @@ def missing_paths(name: str, ds: dict) -> list[tuple[str, str, str]]:
                      "install the Debian package dataset-fashion-mnist (apt-get install "
                      "dataset-fashion-mnist) or set it to a folder holding the four IDX .gz files")]
     return []
+
+
+def read_entries(name: str, ds: dict, split: str, seed: int):
+    """The `Entries` (sources, labels, ids, captions) of a split of a file-backed dataset."""
+    return _reader(ds["kind"]).entries(ds, split, seed, name)
 
 
 def read_split(name: str, ds: dict, split: str, image_size: int, seed: int) -> ImageSet:

@@ -13,10 +13,7 @@ import csv
 import random
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from clipbd.data.image_folder import load_image
+from clipbd.data.entries import Entries
 from clipbd.data.store import ImageSet
 
 CAPTION_CLASS = "(captioned)"
@@ -60,10 +57,10 @@ def read_rows(ds: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def load(ds: dict, split: str, image_size: int, seed: int, name: str = "") -> ImageSet:
+def entries(ds: dict, split: str, seed: int, name: str = "") -> Entries:
+    """The corpus's image paths and captions before decoding (`n_train`: a seeded draw)."""
     if split != "train":
-        return ImageSet(torch.empty((0, image_size, image_size, 3), dtype=torch.uint8),
-                        torch.empty(0, dtype=torch.long), classes(ds), [], [])
+        return Entries(classes(ds), [], [], [], [])
     rows = read_rows(ds)
     cap = ds.get("n_train")
     if cap and len(rows) > cap:
@@ -74,8 +71,12 @@ def load(ds: dict, split: str, image_size: int, seed: int, name: str = "") -> Im
     if absent:
         raise FileNotFoundError(f"{ds['path']}: {len(absent)} image(s) not found under {root}, "
                                 f"first {absent[0]}; fix `image_root` or the CSV")
-    images = np.stack([load_image(root / img, image_size) for img, _ in rows]) if rows else \
-        np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
-    return ImageSet(torch.from_numpy(images), torch.zeros(len(rows), dtype=torch.long),
-                    classes(ds), [f"{name}/{img}" for img, _ in rows],
-                    [c.strip() for _, c in rows])
+    return Entries(classes(ds), [str(root / img) for img, _ in rows], [0] * len(rows),
+                   [f"{name}/{img}" for img, _ in rows], [c.strip() for _, c in rows])
+
+
+def load(ds: dict, split: str, image_size: int, seed: int, name: str = "") -> ImageSet:
+    """The split decoded in memory (`prepare` streams `entries` instead)."""
+    from clipbd.data.decode import in_memory
+
+    return in_memory(entries(ds, split, seed, name), image_size)

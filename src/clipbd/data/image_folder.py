@@ -18,17 +18,18 @@ import random
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from clipbd.data import classnames
+from clipbd.data.entries import Entries
 from clipbd.data.store import ImageSet
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """uint8 [size, size, 3]: shorter side resized to `size`, centre crop."""
+def load_image(path, size: int) -> np.ndarray:
+    """uint8 [size, size, 3]: shorter side resized to `size`, centre crop (`path`: a file path
+    or an open binary file, e.g. a tar member's bytes)."""
     with Image.open(path) as im:
         im = im.convert("RGB")
         w, h = im.size
@@ -88,12 +89,13 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
-def load(ds: dict, split: str, image_size: int, seed: int, name: str = "") -> ImageSet:
+def entries(ds: dict, split: str, seed: int, name: str = "") -> Entries:
+    """The split's images (paths), labels and ids, before decoding: the seeded draws of
+    `<split>_per_class` then `n_<split>`, in file order."""
     folders, names = folders_and_classes(ds)
     root = split_dir(ds, split)
     if root is None:  # test-only dataset: an empty training split
-        return ImageSet(torch.empty((0, image_size, image_size, 3), dtype=torch.uint8),
-                        torch.empty(0, dtype=torch.long), names, [])
+        return Entries(names, [], [], [])
     per_class = ds.get(f"{split}_per_class")
     rng = random.Random(f"{seed}/{name}/{split}")
     items: list[tuple[Path, int]] = []
@@ -105,8 +107,12 @@ def load(ds: dict, split: str, image_size: int, seed: int, name: str = "") -> Im
     cap = ds.get(f"n_{split}")
     if cap and len(items) > cap:
         items = [items[i] for i in sorted(rng.sample(range(len(items)), cap))]
-    images = np.stack([load_image(f, image_size) for f, _ in items]) if items else \
-        np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
     ids = [f"{name}/{split}/{f.relative_to(root).as_posix()}" for f, _ in items]
-    labels = torch.tensor([lab for _, lab in items], dtype=torch.long)
-    return ImageSet(torch.from_numpy(images), labels, names, ids)
+    return Entries(names, [str(f) for f, _ in items], [lab for _, lab in items], ids)
+
+
+def load(ds: dict, split: str, image_size: int, seed: int, name: str = "") -> ImageSet:
+    """The split decoded in memory (`prepare` streams `entries` instead)."""
+    from clipbd.data.decode import in_memory
+
+    return in_memory(entries(ds, split, seed, name), image_size)

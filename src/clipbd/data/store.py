@@ -134,7 +134,16 @@ def _load(path):
     return (images, labels, meta["classes"], strings["ids"], strings["captions"], cols, meta)
 
 
-def manifest(data: ImageSet) -> dict:
+def manifest(data: ImageSet, content_sha256: str | None = None) -> dict:
+    """What a split holds, for its sidecar: counts and hashes. The ids and labels themselves
+    are in the split; here only their sha256 (1.28M ImageNet ids as JSON would be ~80 MB).
+    `content_sha256`: the content hash when the writer computed it on the way."""
     counts = torch.bincount(data.labels, minlength=len(data.classes)).tolist()
     return {"n": len(data), "classes": data.classes, "class_counts": counts,
-            "ids": data.ids, "labels": data.labels.tolist(), "content_sha256": data.content_hash()}
+            "ids_sha256": _sha256(json.dumps(data.ids, ensure_ascii=False).encode()),
+            "labels_sha256": _sha256(data.labels.numpy().tobytes()),
+            "content_sha256": content_sha256 or data.content_hash()}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
