@@ -73,6 +73,8 @@ class Rows:
 
     def _read(self, start: int, stop: int) -> torch.Tensor:
         count = (stop - start) * self.row_bytes
+        if not count:
+            return torch.empty((stop - start, *self.shape[1:]), dtype=torch.uint8)
         buf = bytearray(count)
         view = memoryview(buf)
         with open(self.path, "rb", buffering=0) as f:
