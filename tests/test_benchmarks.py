@@ -38,3 +38,27 @@ def test_timeline_sums_job_seconds_per_rule():
 def test_single_digit_days_parse():
     run = timeline.parse(["[Sun Nov  2 15:11:00 2026]", "[Sun Nov  2 15:11:30 2026]"])
     assert run["wall_s"] == 30 and run["jobs"] == []
+
+
+def test_data_scale_quick_reports_peak_rss_per_step(tmp_path):
+    """benchmarks/data_scale.py --quick: one JSON line with the peaks and the 4N/N ratio."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "data_scale.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "data_scale.py"), "--quick",
+                          "--out", str(out)], capture_output=True, text=True, env=env,
+                         timeout=600, check=True)
+    line = json.loads(run.stdout.strip().splitlines()[-1])
+    assert line == json.loads(out.read_text())
+    steps = {"prepare", "poison_test", "features"}
+    assert line["sizes"] == {"n": 40, "4n": 160}
+    assert set(line["peak_rss_mb"]) == {"n", "4n"}
+    assert all(set(v) == steps and min(v.values()) > 0 for v in line["peak_rss_mb"].values())
+    assert set(line["rss_ratio_per_step"]) == steps
+    assert line["rss_ratio"] == max(line["rss_ratio_per_step"].values())
+    assert line["split_mb"]["4n"] > 3.9 * line["split_mb"]["n"]  # the 4N split is 4x as large

@@ -66,10 +66,13 @@ def test_truncated_split_raises(split, tmp_path):
     path, _ = split
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(Exception):
-        load_split(cut).images[-1]  # noqa: B018 - the read itself must fail
-    rows = load_split(path).images
-    assert rows[-1].shape == (6, 6, 3)
+    with pytest.raises(ValueError, match="corrupt or truncated split"):
+        load_split(cut)
+    rows = load_split(path).images  # the file is cut after it was opened: the read fails
+    path.write_bytes(path.read_bytes()[:-10])
+    assert rows[0].shape == (6, 6, 3)
+    with pytest.raises(OSError, match="file ends inside the images"):
+        rows[-1]  # noqa: B018
 
 
 def test_split_stream_is_atomic(tmp_path):

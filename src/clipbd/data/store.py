@@ -116,13 +116,17 @@ def split_meta(path) -> dict:
 
 
 def _load(path):
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     check_safetensors_header(path)
     images, head, _ = images_rows(path)
-    with safe_open(str(path), "pt") as f:
-        cols = {k: f.get_tensor(k) for k in f.keys() if k != "images"}
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    try:
+        with safe_open(str(path), "pt") as f:
+            cols = {k: f.get_tensor(k) for k in f.keys() if k != "images"}
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except SafetensorError as err:
+        raise ValueError(f"{path}: corrupt or truncated split ({err}); delete it and rerun "
+                         "the step that wrote it") from None
     strings = {}
     for name in ("ids", "captions"):
         if f"{name}_bytes" in cols:
