@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clipbd import config
+from clipbd.config import ConfigError
 from clipbd.data import CAPTION_KINDS, FILE_KINDS, dataset_classes, missing_paths, read_split
 from clipbd.data import webdataset as wds
 from clipbd.data.caption_csv import CAPTION_CLASS
@@ -22,6 +24,7 @@ from clipbd.data.image_folder import load_image
 from clipbd.data.store import load_split
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "config" / "config.yaml"
 
 
 def jpeg(path: Path, seed: int, size=(23, 17)) -> bytes:
@@ -145,7 +148,7 @@ def test_missing_shards_name_the_key(tmp_path, shards):
         wds.entries(dict(ds, path=str(empty)), "train", 0, "cc3m")
     (key, path, fix), = missing_paths("cc3m", dict(ds, shards="{00000..00003}.tar"))
     assert key == "datasets.cc3m.shards" and path.endswith("{00000..00003}.tar")
-    assert "2 shard(s) of the brace pattern not found" in fix
+    assert "2 of the pattern's shards are absent" in fix
 
 
 def test_a_tsv_with_a_tab_separator(tmp_path):
@@ -184,3 +187,24 @@ def test_prepare_of_a_webdataset_through_the_cli(tmp_path, shards):
     want = np.stack([load_image(disk / f"{key}.jpg", 8) for _, key, _ in expect])
     assert np.array_equal(got.images[:].numpy(), want)
     assert len(load_split(test)) == 0
+
+
+def test_a_webdataset_corpus_in_the_config(tmp_path, shards):
+    """A poisoning corpus without `target`; refused as an evaluated dataset; absent shards
+    are listed before any job with the key and the fix."""
+    import yaml
+
+    ds, _, _ = shards
+    cfg = yaml.safe_load(DEFAULT.read_text())
+    cfg["datasets"]["cc3m"] = dict(ds)
+    cfg["backdoor"]["datasets"] = ["cc3m"]
+    out = config.resolve(cfg)
+    assert out["datasets"]["cc3m"]["kind"] == "webdataset"
+    config.check_paths(out)
+    bad = dict(cfg, grid=[dict(cfg["grid"][0], datasets=["cc3m"])])
+    with pytest.raises(ConfigError, match=r"`grid\[0\]\.datasets\[0\]`: cc3m is a caption corpus"):
+        config.resolve(bad)
+    gone = dict(cfg, datasets=dict(cfg["datasets"], cc3m=dict(ds, path=str(tmp_path / "no"))))
+    with pytest.raises(ConfigError, match=r"config key `datasets\.cc3m\.path`\): set it to the "
+                       "folder of the webdataset .tar shards"):
+        config.check_paths(config.resolve(gone))

@@ -92,8 +92,8 @@ def missing(name: str, ds: dict) -> list[tuple[str, str, str]]:
     if not absent:
         return []
     return [(f"{key}.{pat[0]}", absent[0] if len(absent) == 1 else pat[1],
-             f"{len(absent)} shard(s) of the brace pattern not found (first {absent[0]}); fix "
-             "the pattern (e.g. {00000..00331}.tar) or download the missing shards")]
+             f"{len(absent)} of the pattern's shards are absent (first {absent[0]}); fix the "
+             "brace pattern (e.g. {00000..00331}.tar) or download the missing shards")]
 
 
 def _split_name(member: str) -> tuple[str, str]:
