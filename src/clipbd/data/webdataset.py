@@ -97,8 +97,9 @@ def missing(name: str, ds: dict) -> list[tuple[str, str, str]]:
 
 
 def _split_name(member: str) -> tuple[str, str]:
-    """(key, extension) of a member name: the split is at the first dot of the basename."""
-    folder, _, base = member.rpartition("/")
+    """(key, extension) of a member name: the split is at the first dot of the basename
+    (a leading `./`, as `tar -C dir .` writes, is not part of the key)."""
+    folder, _, base = member.removeprefix("./").rpartition("/")
     stem, _, ext = base.partition(".")
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
