@@ -169,7 +169,10 @@ BAD = [
         attacks=["clean"], attack_params={"poison_rate": [0.1]}),
      "grid[0].attack_params.poison_rate", "no attack of this block"),
     ("dataset-kind-unknown", _set(("datasets", "shapes", "kind"), "cifar"),
-     "datasets.shapes.kind", "expected enum ['fashion_mnist', 'synthetic', 'image_folder', 'caption_csv']"),
+     "datasets.shapes.kind", "expected enum ['fashion_mnist', 'synthetic', 'image_folder', "
+     "'caption_csv', 'webdataset']"),
+    ("separator-two-chars", _set(("datasets", "shapes", "separator"), "\\t"),
+     "datasets.shapes.separator", "expected maxLength 1"),
     ("templates-empty", _set(("datasets", "shapes", "templates"), []),
      "datasets.shapes.templates", "expected minItems 1"),
     ("device-not-a-key", _set(("device",), "cuda"), "device", "remove it or fix its spelling"),

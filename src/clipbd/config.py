@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from clipbd.data import dataset_classes
+from clipbd.data import CAPTION_KINDS, dataset_classes
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 CLEAN = "clean"
@@ -259,9 +259,9 @@ def merged(base: dict, over: dict) -> dict:
 
 def _known_classes(name: str, ds: dict, plan_only: bool) -> list[str] | None:
     """The dataset's classes; None where they cannot be known (files absent; caption CSVs)."""
-    from clipbd.data import FILE_KINDS, missing_paths
+    from clipbd.data import CAPTION_KINDS, FILE_KINDS, missing_paths
 
-    if ds["kind"] == "caption_csv":
+    if ds["kind"] in CAPTION_KINDS:
         return None
     if ds["kind"] in FILE_KINDS and (plan_only or missing_paths(name, ds)):
         return None  # check_paths reports the missing files; a dry run plans without them
@@ -293,7 +293,7 @@ def check_backbones(cfg: dict) -> None:
                               "share `model` and `target` to share backdoored models")
     for b, block in enumerate(cfg["grid"]):
         for i, name in enumerate(block["datasets"]):
-            if datasets[name]["kind"] == "caption_csv":
+            if datasets[name]["kind"] in CAPTION_KINDS:
                 raise ConfigError(f"config key `grid[{b}].datasets[{i}]`: {name} is a caption "
                                   "corpus without classes; use it in backdoor.datasets or as "
                                   "defense_params.tune_dataset (CleanCLIP), not as an "

@@ -41,7 +41,8 @@ TRAIN = ("train/contrastive.py", "train/optim.py", "train/schedule.py", "train/s
          "data/captions.py")
 STAGES: dict[str, tuple[str, ...]] = {
     "prepare": ("data/fashion_mnist.py", "data/synthetic.py", "data/image_folder.py",
-                "data/caption_csv.py", "data/classnames.py"),
+                "data/caption_csv.py", "data/classnames.py", "data/webdataset.py",
+                "data/entries.py"),
     "pretrain": MODELS + TRAIN,
     "trigger": ("attacks/base.py",),
     "learn_trigger": MODELS + ("attacks/base.py",),

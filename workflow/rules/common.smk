@@ -76,6 +76,10 @@ def raw_inputs(wildcards):
         return []
     if ds["kind"] == "caption_csv":  # the CSV; image folders list only their class-name file
         return [ds["path"]]
+    if ds["kind"] == "webdataset":  # the tar shards
+        from clipbd.data.webdataset import shard_paths
+
+        return shard_paths(ds)
     if ds["kind"] != "fashion_mnist":
         from clipbd.data.classnames import class_files
 

@@ -1,14 +1,17 @@
 """Datasets: prepared splits stored as safetensors (uint8 HWC images + int64 labels)."""
 from clipbd.data.store import ImageSet, load_split, save_split, to_float, to_uint8
 
-__all__ = ["ImageSet", "dataset_classes", "load_split", "missing_paths", "read_entries", "read_split",
-           "save_split", "to_float", "to_uint8", "FILE_KINDS"]
+__all__ = ["ImageSet", "dataset_classes", "load_split", "missing_paths", "read_entries",
+           "read_split", "save_split", "to_float", "to_uint8", "CAPTION_KINDS", "FILE_KINDS"]
 
 # Dataset kinds read from user-provided files: module with classes(ds), missing(name, ds),
 # entries(ds, split, seed, name) (what `prepare` decodes and streams) and
 # load(ds, split, image_size, seed, name) (the same, decoded in memory).
 # (fashion_mnist and synthetic predate this table.)
-FILE_KINDS = {"image_folder": "clipbd.data.image_folder", "caption_csv": "clipbd.data.caption_csv"}
+FILE_KINDS = {"image_folder": "clipbd.data.image_folder", "caption_csv": "clipbd.data.caption_csv",
+              "webdataset": "clipbd.data.webdataset"}
+# Caption corpora (CC3M: a CSV, or img2dataset's tar shards): no classes, no target.
+CAPTION_KINDS = ("caption_csv", "webdataset")
 
 
 def _reader(kind: str):

@@ -28,13 +28,9 @@ def load_source(source, image_size: int) -> np.ndarray:
     of a member of a tar shard, decoded like a file (`image_folder.load_image`)."""
     if isinstance(source, (str, os.PathLike)):
         return load_image(source, image_size)
-    tar, offset, size = source
-    with open(tar, "rb") as f:
-        f.seek(int(offset))
-        data = f.read(int(size))
-    if len(data) != int(size):
-        raise OSError(f"{tar}: member at byte {offset} ends after {len(data)} of {size} bytes "
-                      "(truncated shard?)")
+    from clipbd.data.webdataset import read_source
+
+    data = read_source(source)
     return load_image(io.BytesIO(data), image_size)
 
 

@@ -12,6 +12,7 @@ import copy
 import jsonschema
 
 from clipbd.config import ConfigError, _fill_defaults, _key, schema
+from clipbd.data import CAPTION_KINDS
 from clipbd.supervised import attacks
 
 EXTRA = {"wanet": {"cross_ratio": {"type": "number", "minimum": 0, "default": 2.0,
@@ -52,7 +53,7 @@ def resolve(cfg: dict) -> None:
         where = f"supervised.grid[{b}]"
         for i, name in enumerate(block["datasets"]):
             ds = cfg["datasets"].get(name)
-            if ds is None or ds["kind"] == "caption_csv":
+            if ds is None or ds["kind"] in CAPTION_KINDS:
                 raise ConfigError(f"config key `{where}.datasets[{i}]`: {name!r} is not a "
                                   "labelled dataset under `datasets`; defined: "
                                   + ", ".join(cfg["datasets"]))
