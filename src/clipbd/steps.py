@@ -16,7 +16,7 @@ from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, rea
 from clipbd.data.captions import fixed, templated
 from clipbd.data.classnames import class_files
 from clipbd.data.decode import write_entries
-from clipbd.data.store import load_split, manifest, save_split, split_meta, split_stream
+from clipbd.data.store import listing, load_split, manifest, save_split, split_meta, split_stream
 from clipbd.metrics import attack_success, backdoor_metrics
 from clipbd.poison import apply_in_batches, poison_corpus, poison_templates, trigger_batches
 from clipbd.train import contrastive, curve
@@ -42,20 +42,22 @@ def prepare(cfg, out_train, out_test, code, threads: int = 0):
     ds, size, seed = cfg["dataset"], cfg["image_size"], cfg["seed"]
     for split, out in (("train", out_train), ("test", out_test)):
         cap = ds.get(f"n_{split}")
-        digest = None
         if ds["kind"] == "fashion_mnist":  # small: built in memory
             fashion_mnist.check_root(ds["path"], f"datasets.{cfg['name']}.path")
-            save_split(out, fashion_mnist.load(ds["path"], split, size, limit=cap))
-            raw = fashion_mnist.raw_files(ds["path"])
-        elif ds["kind"] in FILE_KINDS:  # image folders, caption CSVs (clipbd.data)
-            digest = write_entries(out, read_entries(cfg["name"], ds, split, seed), size,
-                                   workers=threads if threads > 1 else 0)
+            data = fashion_mnist.load(ds["path"], split, size, limit=cap)
+            save_split(out, data)
+            info, raw = manifest(data), fashion_mnist.raw_files(ds["path"])
+        elif ds["kind"] in FILE_KINDS:  # image folders, caption CSVs, tar shards (clipbd.data)
+            entries = read_entries(cfg["name"], ds, split, seed)
+            digest = write_entries(out, entries, size, workers=threads if threads > 1 else 0)
+            info = listing(entries.classes, torch.tensor(entries.labels, dtype=torch.long),
+                           entries.ids, digest)  # the split may still be pending: not re-read
             raw = [f for f in (*class_files(ds), ds["path"]) if Path(f).is_file()]
         else:
-            save_split(out, synthetic.generate(cap, size, seed, split))
-            raw = []
-        _sidecar(out, "prepare", cfg, raw, code, seed, t0,
-                 manifest=manifest(load_split(out), content_sha256=digest))
+            data = synthetic.generate(cap, size, seed, split)
+            save_split(out, data)
+            info, raw = manifest(data), []
+        _sidecar(out, "prepare", cfg, raw, code, seed, t0, manifest=info)
 
 
 def pretrain(cfg, splits: dict[str, str], out, code):

@@ -142,11 +142,16 @@ def manifest(data: ImageSet, content_sha256: str | None = None) -> dict:
     """What a split holds, for its sidecar: counts and hashes. The ids and labels themselves
     are in the split; here only their sha256 (1.28M ImageNet ids as JSON would be ~80 MB).
     `content_sha256`: the content hash when the writer computed it on the way."""
-    counts = torch.bincount(data.labels, minlength=len(data.classes)).tolist()
-    return {"n": len(data), "classes": data.classes, "class_counts": counts,
-            "ids_sha256": _sha256(json.dumps(data.ids, ensure_ascii=False).encode()),
-            "labels_sha256": _sha256(data.labels.numpy().tobytes()),
-            "content_sha256": content_sha256 or data.content_hash()}
+    return listing(data.classes, data.labels, data.ids, content_sha256 or data.content_hash())
+
+
+def listing(classes: list[str], labels: torch.Tensor, ids: list[str], content_sha256: str) -> dict:
+    """`manifest` from a split's columns and its content hash (no image is read)."""
+    counts = torch.bincount(labels, minlength=len(classes)).tolist()
+    return {"n": len(labels), "classes": classes, "class_counts": counts,
+            "ids_sha256": _sha256(json.dumps(ids, ensure_ascii=False).encode()),
+            "labels_sha256": _sha256(labels.numpy().tobytes()),
+            "content_sha256": content_sha256}
 
 
 def _sha256(data: bytes) -> str:
