@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
+from clipbd.data.corpus import CorpusImages
 from clipbd.data.store import ImageSet
 
 
 @dataclass
 class CaptionedImages:
-    images: torch.Tensor  # uint8 [N,H,W,3]
+    images: torch.Tensor | CorpusImages  # uint8 [N,H,W,3]; a view: read on indexing
     caption_ids: torch.Tensor  # long [N,K]: K candidate captions per image (indices into bank)
     bank: torch.Tensor  # long [M,L]: tokenized captions
 
@@ -35,7 +36,10 @@ def templated(parts: list[tuple[ImageSet, list[str]]], tok) -> CaptionedImages:
             ids.append(row)
         rows.append(torch.tensor(ids)[data.labels])
         images.append(data.images)
-    return CaptionedImages(torch.cat(images), torch.cat(rows), tok(texts))
+    # the parts' images end to end, as a lazy view (their rows are read a batch per step)
+    source = torch.cat([torch.full((len(d),), s, dtype=torch.long) for s, d in enumerate(images)])
+    row = torch.cat([torch.arange(len(d)) for d in images])
+    return CaptionedImages(CorpusImages(images, source, row), torch.cat(rows), tok(texts))
 
 
 def fixed(data: ImageSet, tok) -> CaptionedImages:
