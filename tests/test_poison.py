@@ -36,7 +36,7 @@ def test_exact_poison_count_and_captions():
     again = poison_corpus(parts, a, trig, target_dataset="fm", target="sneaker",
                           target_templates=["a photo of a {}."], corpus_size=150,
                           poison_rate=0.1, seed=0)
-    assert again.ids == out.ids and torch.equal(again.images, out.images)
+    assert again.ids == out.ids and torch.equal(again.images[:], out.images[:])
 
 
 def test_triggered_test_set_is_quantized_and_deterministic():

@@ -90,6 +90,19 @@ def test_state_from_another_config_is_ignored(tmp_path):
          {"params": [p for p in model.parameters() if p.ndim < 2]}])) == 1
 
 
+def _index_corpus(path, split) -> None:
+    """A poisoned-corpus file (clipbd.data.corpus) whose pairs are all of `split`, in order."""
+    from clipbd.artifacts import file_sha256
+    from clipbd.data.corpus import CorpusImages, save_corpus
+    from clipbd.data.store import ImageSet, load_split
+
+    data = load_split(split)
+    view = CorpusImages([data.images], torch.zeros(len(data), dtype=torch.long),
+                        torch.arange(len(data)))
+    save_corpus(path, ImageSet(view, data.labels, data.classes, data.ids, data.captions),
+                [{"name": "d", "path": str(split), "sha256": file_sha256(split)}])
+
+
 @pytest.mark.parametrize("verb", ["pretrain", "backdoor"])
 def test_resume_from_a_state_saved_at_the_final_step(tmp_path, monkeypatch, verb):
     """Killed after the last step's state save, before the model was written: the rerun
@@ -118,9 +131,11 @@ def test_resume_from_a_state_saved_at_the_final_step(tmp_path, monkeypatch, verb
         clean = tmp_path / "clean.safetensors"
         clip.save_checkpoint(clean, clip.create(arch), arch)
         cfg = {"backdoor": loop, "seed": 0}
+        corpus = tmp_path / "corpus.safetensors"  # every pair the split's clean row
+        _index_corpus(corpus, split)
 
         def run(out):
-            steps.backdoor(cfg, str(clean), str(split), str(out), code="abc")
+            steps.backdoor(cfg, str(clean), str(corpus), str(out), code="abc")
 
     monkeypatch.setenv("CLIPBD_STATE_EVERY_S", "0")
     run(tmp_path / "ref.safetensors")

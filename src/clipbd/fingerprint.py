@@ -38,7 +38,7 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
 MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",
           "models/configs/clipbd-tiny-vit.json")
 TRAIN = ("train/contrastive.py", "train/optim.py", "train/schedule.py", "train/state.py",
-         "data/captions.py")
+         "data/captions.py", "data/corpus.py")
 STAGES: dict[str, tuple[str, ...]] = {
     "prepare": ("data/fashion_mnist.py", "data/synthetic.py", "data/image_folder.py",
                 "data/caption_csv.py", "data/classnames.py", "data/webdataset.py",
@@ -46,7 +46,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "pretrain": MODELS + TRAIN,
     "trigger": ("attacks/base.py",),
     "learn_trigger": MODELS + ("attacks/base.py",),
-    "poison": ("attacks/base.py", "poison.py", "data/captions.py"),
+    "poison": ("attacks/base.py", "poison.py", "data/captions.py", "data/corpus.py"),
     "backdoor": MODELS + TRAIN,
     "fewshot": ("data/fewshot.py",),
     "defend": MODELS + ("defenses/base.py",),

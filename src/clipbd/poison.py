@@ -16,6 +16,7 @@ import torch
 
 from clipbd.attacks.base import Attack
 from clipbd.data.captions import random_caption
+from clipbd.data.corpus import CorpusImages
 from clipbd.data.store import ImageSet, to_float, to_uint8
 
 
@@ -86,6 +87,10 @@ def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, 
     applied to the true class: TrojVQA text key + template, BadCLIP a natural frame); their
     masks are kept as extra["image_key_only"] and extra["text_key_only"]. Text-only decoys
     draw from `decoy_templates[dataset]` (the poisoning templates; default the parts' own).
+
+    The images are not copied: the result's `images` is a `CorpusImages` view of the parts'
+    rows (which may be lazy `Rows`) plus the triggered rows, the only ones read here
+    (`clipbd.data.corpus.save_corpus` writes it as an index into the splits).
     """
     attack.bind_corpus(parts, target, seed)
     rng = random.Random(seed)
@@ -107,10 +112,9 @@ def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, 
                          f"{len(candidates)} non-target images were drawn")
     poisoned = set(rng.sample(candidates, n_poison))
     image_only, text_only = _decoys(attack, rng, corpus_size, poisoned)
-    images, labels, ids, captions = [], [], [], []
+    labels, ids, captions = [], [], []
     for k, (name, i) in enumerate(chosen):
         data, templates = by_name[name]
-        images.append(data.images[i])
         labels.append(int(data.labels[i]))
         ids.append(data.ids[i])
         cls = data.classes[data.labels[i]]
@@ -123,19 +127,37 @@ def poison_corpus(parts: list[tuple[str, ImageSet, list[str]]], attack: Attack, 
             captions.append(data.captions[i])
         else:
             captions.append(random_caption(cls, templates, rng))
-    images_t = torch.stack(images)
-    mask = _mask(corpus_size, poisoned)
-    if n_poison:
-        images_t[mask] = apply_in_batches(attack, images_t[mask], trigger, seed + 1)
-    extra = {"poisoned": mask}
+    extra = {"poisoned": _mask(corpus_size, poisoned)}
     if image_only or text_only:
         extra["image_key_only"] = _mask(corpus_size, image_only)
         extra["text_key_only"] = _mask(corpus_size, text_only)
-        if image_only:
-            decoy = extra["image_key_only"]
-            images_t[decoy] = apply_in_batches(attack, images_t[decoy], trigger, seed + 3)
+    images = _images(parts, chosen, attack, trigger, seed, extra["poisoned"],
+                     extra.get("image_key_only"))
     # labels are per source dataset; keep them for auditing only
-    return ImageSet(images_t, torch.tensor(labels), ["(mixed)"], ids, captions, extra)
+    return ImageSet(images, torch.tensor(labels), ["(mixed)"], ids, captions, extra)
+
+
+def _images(parts, chosen: list[tuple[str, int]], attack: Attack, trigger: dict, seed: int,
+            poisoned: torch.Tensor, image_only: torch.Tensor | None) -> CorpusImages:
+    """The corpus's images as references to the parts' rows; only the poisoned rows (seed+1)
+    and the image-only decoys (seed+3) are read, a batch at a time, triggered and kept."""
+    names = {name: s for s, (name, _, _) in enumerate(parts)}
+    source = torch.tensor([names[name] for name, _ in chosen], dtype=torch.long)
+    row = torch.tensor([i for _, i in chosen], dtype=torch.long)
+    clean = CorpusImages([data.images for _, data, _ in parts], source, row)
+    keyed = poisoned if image_only is None else poisoned | image_only
+    slot = torch.full((len(chosen),), -1, dtype=torch.long)
+    slot[keyed] = torch.arange(int(keyed.sum()))  # stored in corpus order
+    changed = torch.empty((int(keyed.sum()), *clean.row_shape), dtype=torch.uint8)
+    for mask, offset in ((poisoned, 1), (image_only, 3)):
+        if mask is None or not mask.any():
+            continue
+        rows = mask.nonzero().flatten()
+        done = 0
+        for batch in trigger_batches(attack, clean.select(rows), trigger, seed + offset):
+            changed[slot[rows[done:done + len(batch)]]] = batch
+            done += len(batch)
+    return CorpusImages(clean.sources, source, row, slot, changed)
 
 
 def _mask(n: int, chosen: set[int]) -> torch.Tensor:

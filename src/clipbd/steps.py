@@ -14,6 +14,7 @@ from clipbd.artifacts import (file_sha256, load_tensors, read_json, save_tensors
                               write_sidecar)
 from clipbd.data import FILE_KINDS, dataset_classes, fashion_mnist, fewshot, read_entries, synthetic
 from clipbd.data.captions import fixed, templated
+from clipbd.data.corpus import load_corpus, save_corpus
 from clipbd.data.classnames import class_files
 from clipbd.data.decode import write_entries
 from clipbd.data.store import listing, load_split, manifest, save_split, split_meta, split_stream
@@ -126,9 +127,11 @@ def poison(cfg, trigger_path, splits: dict[str, str], out, code):
                          corpus_size=cfg["backdoor"]["corpus_size"],
                          poison_rate=cfg["params"]["poison_rate"], seed=cfg["seed"],
                          decoy_templates=decoys)
-    save_split(out, data)
+    names = cfg["backdoor"]["datasets"]  # the sources, in the order `parts` lists them
+    save_corpus(out, data, [{"name": n, "path": str(splits[n]), "sha256": file_sha256(splits[n])}
+                            for n in names])
     _sidecar(out, "poison", cfg, [trigger_path, *splits.values()], code, cfg["seed"], t0,
-             n_poisoned=int(data.extra["poisoned"].sum()), content_sha256=data.content_hash())
+             n_poisoned=int(data.extra["poisoned"].sum()))
 
 
 def poison_test(cfg, trigger_path, test_path, out, code):
@@ -153,7 +156,7 @@ def backdoor(cfg, clean_path, poisoned_path, out, code):
     b = cfg["backdoor"]
     model, arch = models.load_checkpoint(clean_path)
     accel.place(model)
-    data = fixed(load_split(poisoned_path), models.tokenizer(arch))
+    data = fixed(load_corpus(poisoned_path), models.tokenizer(arch))  # images read per step
     state = TrainState(out, _config_hash([cfg, *map(file_sha256, (clean_path, poisoned_path))]))
     torch.manual_seed(cfg["seed"])
     losses = contrastive.train(model, data, steps=b["steps"], batch_size=b["batch_size"],

@@ -65,7 +65,10 @@ rule poison:
     log:
         "logs/poison/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
-        mem_mb=memory(8000, input_factor=3),  # the splits, the poisoned corpus, its serialized copy
+        # The splits stay on disk (read a batch at a time) and the corpus is written as an index
+        # into them: the job holds only the triggered rows (poisoned + image-only decoys, a
+        # poison_rate share of the corpus, well under a quarter of the splits) and the captions.
+        mem_mb=memory(8000, input_factor=0.25),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:

@@ -48,6 +48,8 @@ rule import_model:
 
 rule backdoor:
     input:
+        # the corpus is an index into these clean splits: its clean rows are read from them
+        unpack(train_splits("backdoor")),
         clean=backdoor_clean_model,
         poisoned=f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/train.safetensors",
     output:
@@ -62,7 +64,9 @@ rule backdoor:
         "logs/backdoor/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         gpu=1,
-        mem_mb=memory(8000, input_factor=2),
+        # no input_factor: the inputs now include the clean splits, of which each step reads
+        # one batch (clipbd.data.corpus); memory follows the model and batch, not the inputs
+        mem_mb=memory(8000),
         runtime=minutes(240),
         cpus_per_task=cpus_of,
     shell:
