@@ -24,7 +24,8 @@ PKG = Path(__file__).resolve().parent
 # has no outputs and always runs), and the registries' __init__ files (their MODULES list
 # grows with every new attack/defense, which must not rerun the others' jobs).
 CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py", "steps.py",
-        "data/__init__.py", "data/store.py", "train/curve.py")
+        "data/__init__.py", "data/store.py", "data/rows.py", "data/entries.py",
+        "data/decode.py", "data/corpus.py", "train/curve.py")
 NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like threads
                "numerics.py",  # its settings and pins go in through `numerics.token()` instead
                "cli.py", "config.py", "config_checks.py", "config_overrides.py",
@@ -38,15 +39,14 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
 MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",
           "models/configs/clipbd-tiny-vit.json")
 TRAIN = ("train/contrastive.py", "train/optim.py", "train/schedule.py", "train/state.py",
-         "data/captions.py", "data/corpus.py")
+         "data/captions.py")
 STAGES: dict[str, tuple[str, ...]] = {
     "prepare": ("data/fashion_mnist.py", "data/synthetic.py", "data/image_folder.py",
-                "data/caption_csv.py", "data/classnames.py", "data/webdataset.py",
-                "data/entries.py"),
+                "data/caption_csv.py", "data/classnames.py", "data/webdataset.py"),
     "pretrain": MODELS + TRAIN,
     "trigger": ("attacks/base.py",),
     "learn_trigger": MODELS + ("attacks/base.py",),
-    "poison": ("attacks/base.py", "poison.py", "data/captions.py", "data/corpus.py"),
+    "poison": ("attacks/base.py", "poison.py", "data/captions.py"),
     "backdoor": MODELS + TRAIN,
     "fewshot": ("data/fewshot.py",),
     "defend": MODELS + ("defenses/base.py",),
