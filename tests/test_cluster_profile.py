@@ -52,8 +52,12 @@ def test_commented_gpu_keys_give_the_flags_they_promise():
 
 
 def _backdoor_mem(work, poisoned_mb: int, clean_mb: int) -> int:
-    for path, mb in ((work / "results/poisoned/fmnist/badnet/default/seed~0/train.safetensors",
-                      poisoned_mb), (work / "results/models/clean/model.safetensors", clean_mb)):
+    # the corpus's source splits (backdoor.datasets) are the backdoor job's inputs too: older
+    files = [(work / f"results/data/{name}/{split}.safetensors", 1)
+             for name in ("fmnist", "shapes") for split in ("train", "test")]
+    files += [(work / "results/poisoned/fmnist/badnet/default/seed~0/train.safetensors",
+               poisoned_mb), (work / "results/models/clean/model.safetensors", clean_mb)]
+    for path, mb in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             f.truncate(mb * 2**20)  # sparse: the size is what counts
@@ -66,10 +70,12 @@ def _backdoor_mem(work, poisoned_mb: int, clean_mb: int) -> int:
     return int(re.search(r"resources: .*\bmem_mb=(\d+)", out).group(1))
 
 
-def test_memory_of_data_heavy_jobs_follows_their_input_size(tmp_path):
+def test_memory_of_data_heavy_jobs_does_not_follow_their_input_size(tmp_path):
+    """Splits stay on disk and a poisoned corpus is an index into them: a backdoor job over a
+    5 GB corpus asks for the same memory as over a small one (it used to ask 2x its inputs)."""
     shutil.copy(ROOT / "tests" / "data" / "tiny.yaml", tmp_path / "config.yaml")
-    assert _backdoor_mem(tmp_path, 20, 5) == 8000  # small inputs: the rule's base
-    assert _backdoor_mem(tmp_path, 5000, 100) == 2 * 5100  # 2x the 5100 MB of inputs
+    assert _backdoor_mem(tmp_path, 20, 5) == 8000  # the rule's base
+    assert _backdoor_mem(tmp_path, 5000, 100) == 8000
 
 
 def _defend_resources(work, profile, *args) -> str:

@@ -126,6 +126,6 @@ def test_every_rule_resource_is_a_retry_function_bound_to_its_rule(tmp_path):
     pretrain = dict(kv.split("=", 1) for kv in asked["pretrain"].split(", "))
     data = dict(kv.split("=", 1) for kv in asked["prepare_data"].split(", "))
     assert (pretrain["runtime"], pretrain["mem_mb"]) == ("240", "8000")  # base 120 min, 8000 MB
-    assert (data["runtime"], data["mem_mb"]) == ("60", "8000")  # no record: 2x both (30, 4000)
+    assert (data["runtime"], data["mem_mb"]) == ("60", "16000")  # no record: 2x both (30, 8000)
     assert (f"[clipbd retry] pretrain -: attempt 1 (SLURM job {IDS[0]}) ended TIMEOUT; "
             "attempt 2 asks runtime=240") in text

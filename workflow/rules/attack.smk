@@ -66,9 +66,9 @@ rule poison:
         "logs/poison/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         # The splits stay on disk (read a batch at a time) and the corpus is written as an index
-        # into them: the job holds only the triggered rows (poisoned + image-only decoys, a
-        # poison_rate share of the corpus, well under a quarter of the splits) and the captions.
-        mem_mb=memory(8000, input_factor=0.25),
+        # into them: the job holds only the triggered rows (poisoned + image-only decoys:
+        # poison_rate x corpus_size images, CC3M's 1,500 of 500K = 225 MB) and the captions.
+        mem_mb=memory(8000),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
     shell:

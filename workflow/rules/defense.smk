@@ -19,7 +19,9 @@ rule defend:
         f"logs/defend/{RUN}.log",
     resources:
         gpu=1,
-        mem_mb=memory(8000, input_factor=2),
+        # no input_factor: the tuning split stays on disk; the job holds the few-shot draw
+        # (shots x classes images, uint8) or reads CleanCLIP's pairs a batch at a time
+        mem_mb=memory(8000),
         runtime=minutes(120),
         cpus_per_task=cpus_of,
     shell:
