@@ -15,6 +15,7 @@ from PIL import Image
 
 from clipbd import config, grid
 from clipbd.artifacts import load_tensors
+from clipbd.data.corpus import load_corpus
 from clipbd.data.store import load_split
 from clipbd.config import ConfigError
 from clipbd.models import clip
@@ -220,8 +221,8 @@ def test_local_files_study_imports_weights_and_runs(local_study):
     test = load_split(work / "results" / "data" / "pets" / "test.safetensors")
     assert test.classes == ["cat", "dog", "samoyed"] and test.labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert tuple(test.images.shape) == (6, 32, 32, 3)
-    corpus = load_split(work / "results" / "poisoned" / "pets" / "badnet" / "default" / "seed~0" /
-                        "train.safetensors")
+    corpus = load_corpus(work / "results" / "poisoned" / "pets" / "badnet" / "default" /
+                         "seed~0" / "train.safetensors", root=work)
     poisoned = corpus.extra["poisoned"].tolist()
     assert sum(poisoned) == 3
     for cap, p in zip(corpus.captions, poisoned):  # clean pairs keep their CC3M captions

@@ -135,9 +135,9 @@ def corpus_sources(path) -> list[dict]:
     return json.loads(meta["corpus"])["sources"]
 
 
-def _open_source(corpus, src: dict) -> Rows:
+def _open_source(corpus, src: dict, root: Path) -> Rows:
     """The images of one source split, after checking it is the file the corpus was built on."""
-    p = Path(src["path"])
+    p = root / src["path"]
     fix = (f"rerun `poison` for {corpus} (snakemake --forcerun poison), or restore the split "
            "it was built from")
     if not p.is_file():
@@ -151,10 +151,11 @@ def _open_source(corpus, src: dict) -> Rows:
     return images_rows(p)[0]
 
 
-def load_corpus(path) -> ImageSet:
+def load_corpus(path, root=".") -> ImageSet:
     """A corpus file as an `ImageSet` whose images are read lazily from the corpus and its
-    (checked) source splits, in the corpus's pair order."""
-    sources = [_open_source(path, s) for s in corpus_sources(path)]
+    (checked) source splits, in the corpus's pair order. `root`: the workflow root, which the
+    recorded source paths are relative to (jobs run there)."""
+    sources = [_open_source(path, s, Path(root)) for s in corpus_sources(path)]
     changed, labels, classes, ids, captions, cols, _ = _load(path)
     index = {k: cols.pop(k) for k in INDEX}
     view = CorpusImages(sources, index["source"], index["row"], index["slot"], changed)
