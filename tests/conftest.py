@@ -46,3 +46,14 @@ def jobcomp() -> Path:
     conf = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
                           timeout=60, check=True).stdout
     return Path(re.search(r"^JobCompLoc\s*=\s*(\S+)", conf, flags=re.M).group(1))
+
+
+@pytest.fixture(scope="session")
+def micro(tmp_path_factory) -> Path:
+    """The micro study (workflow_util.MICRO) run to completion once per test process and shared
+    by the modules that only read a finished run (report, audit, determinism). Read-only: a
+    test that edits files or runs jobs in it works on a copy, so every reader sees the run as
+    the workflow left it."""
+    from workflow_util import MICRO, ran_study
+
+    return ran_study(tmp_path_factory.mktemp("micro"), MICRO, timeout=1500)

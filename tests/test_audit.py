@@ -1,7 +1,9 @@
 """`python -m clipbd audit` on a real (tiny) workflow run: intact, then one tamper per case.
 
-The study: synthetic shapes, BadNet, defenses none and FT; the chain audited is table ->
-metrics -> delta -> backdoored model -> poisoned data + trigger -> clean model -> splits.
+The study: conftest.py's `micro` (workflow_util.MICRO: synthetic shapes, BadNet, defenses
+none, FT, VPT and RVPT), run once per test process and shared with test_report_workflow and
+test_determinism; each test audits a copy of it. The chain audited is table -> metrics -> FT
+delta -> backdoored model -> poisoned data + trigger -> clean model -> splits.
 """
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ import yaml
 
 from clipbd import cli
 from clipbd.artifacts import read_json, sidecar_path, write_json
-from workflow_util import micro_study, ran_study, snakemake
+from workflow_util import MICRO, snakemake
 
 pytestmark = pytest.mark.integration
 
-STUDY = micro_study(seed=0, steps=4, attack="badnet", defense="ft", grid_seed=0)
+STUDY = MICRO
 R = "results"
 BACKDOOR = f"{R}/models/backdoor/shapes/badnet/default/seed~0/model.safetensors"
 CLEAN = f"{R}/models/clean/model.safetensors"
@@ -33,15 +35,11 @@ CHAIN = [TABLE, METRICS, DELTA, BACKDOOR, POISONED, TRIGGER, CLEAN, FEWSHOT,
          f"{R}/data/shapes/train.safetensors", f"{R}/data/shapes/test.safetensors"]
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return ran_study(tmp_path_factory.mktemp("audit"), STUDY)
-
-
 @pytest.fixture
-def copy(study, tmp_path):
+def copy(micro, tmp_path):
+    """The shared micro study's files (not its Snakemake state), for this test to tamper with."""
     dst = tmp_path / "study"
-    shutil.copytree(study, dst, ignore=shutil.ignore_patterns(".snakemake"))
+    shutil.copytree(micro, dst, ignore=shutil.ignore_patterns(".snakemake"))
     return dst
 
 

@@ -1,5 +1,8 @@
 """The paper rules and `snakemake --report` on a real (micro) study: synthetic shapes, a few
-steps, BadNet vs VPT and RVPT, so that tables, probes and probe figures all run."""
+steps, BadNet vs VPT and RVPT, so that tables, probes and probe figures all run.
+
+The study is conftest.py's `micro` (workflow_util.MICRO), run once per test process and also
+read by test_audit and test_determinism; it is only read here (the report goes to tmp_path)."""
 from __future__ import annotations
 
 import re
@@ -8,29 +11,12 @@ import pandas as pd
 import pytest
 
 from clipbd.artifacts import read_json
-from workflow_util import ran_study, snakemake
+from workflow_util import snakemake
 
 pytestmark = pytest.mark.integration
 
-MICRO = {
-    "seed": 0, "image_size": 32,
-    "datasets": {"shapes": {"kind": "synthetic", "n_train": 300, "n_test": 100,
-                            "target": "triangle", "templates": ["a photo of a {} shape."]}},
-    "pretrain": {"steps": 10, "batch_size": 64, "lr": 0.002, "warmup": 2},
-    "backdoor": {"corpus_size": 300, "steps": 10, "batch_size": 64, "lr": 0.002, "warmup": 2},
-    "attacks": {"badnet": {"poison_rate": 0.05, "patch_size": 3, "location": "corner"}},
-    "defenses": {"vpt": {"depth": 2, "length": 4, "epochs": 2},
-                 "rvpt": {"depth": 2, "length": 4, "epochs": 2}},
-    "grid": [{"datasets": ["shapes"], "attacks": ["clean", "badnet"],
-              "defenses": ["none", "vpt", "rvpt"], "shots": [2], "seeds": [0]}],
-}
 TABLES = ["rvpt/table1", "rvpt/table2", "rvpt/table3", "rvpt/table8", "rvpt/table9"]
 FIGURES = ["rvpt/fig1", "rvpt/fig4", "rvpt/fig5"]
-
-
-@pytest.fixture(scope="module")
-def micro(tmp_path_factory):
-    return ran_study(tmp_path_factory.mktemp("micro"), MICRO, timeout=1500)
 
 
 def test_paper_files_are_exactly_the_planned_set(micro):
@@ -71,10 +57,10 @@ def test_table_cells_equal_the_metrics_json(micro):
     assert r"\toprule" in t8 and r"\bottomrule" in t8
 
 
-def test_html_report_has_categories_and_captions(micro):
-    res = snakemake(micro, "--report", str(micro / "report.html"), timeout=600)
+def test_html_report_has_categories_and_captions(micro, tmp_path):
+    res = snakemake(micro, "--report", str(tmp_path / "report.html"), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    html = (micro / "report.html").read_text()
+    html = (tmp_path / "report.html").read_text()
     for text in ("RVPT Fig. 1: perturbation resistivity", "RVPT Table 9: compute per defense",
                  "RVPT Fig. 9: clean test images", "captions.md"):
         assert text in html, text

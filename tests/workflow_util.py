@@ -38,6 +38,28 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
 
 
+# The micro study several test modules read (conftest.py `micro`, run once per test process):
+# the paper rules and `snakemake --report` (test_report_workflow: BadNet vs VPT and RVPT, so that
+# tables, probes and probe figures all run), the audit (test_audit: the chain table -> metrics ->
+# FT delta -> backdoored model -> ...) and determinism (test_determinism: a second run of its
+# none and FT rows, byte for byte). FT is a block of its own: no clean-model FT run is added.
+MICRO = {
+    "seed": 0, "image_size": 32,
+    "datasets": {"shapes": {"kind": "synthetic", "n_train": 300, "n_test": 100,
+                            "target": "triangle", "templates": ["a photo of a {} shape."]}},
+    "pretrain": {"steps": 10, "batch_size": 64, "lr": 0.002, "warmup": 2},
+    "backdoor": {"corpus_size": 300, "steps": 10, "batch_size": 64, "lr": 0.002, "warmup": 2},
+    "attacks": {"badnet": {"poison_rate": 0.05, "patch_size": 3, "location": "corner"}},
+    "defenses": {"vpt": {"depth": 2, "length": 4, "epochs": 2},
+                 "rvpt": {"depth": 2, "length": 4, "epochs": 2},
+                 "ft": {"epochs": 2, "batch_size": 8}},
+    "grid": [{"datasets": ["shapes"], "attacks": ["clean", "badnet"],
+              "defenses": ["none", "vpt", "rvpt"], "shots": [2], "seeds": [0]},
+             {"datasets": ["shapes"], "attacks": ["badnet"], "defenses": ["ft"],
+              "shots": [2], "seeds": [0]}],
+}
+
+
 def micro_study(*, seed: int, steps: int, attack: str, defense: str, grid_seed: int) -> dict:
     """A workflow config small enough for a test: synthetic shapes, one attack, `none` plus
     one few-shot defense (2 epochs, 2 shots), a few pre-training and backdoor steps."""
