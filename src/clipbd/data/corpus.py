@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from clipbd.artifacts import check_safetensors_header, file_sha256
-from clipbd.data.rows import Rows, images_rows
+from clipbd.data.rows import LazyRows, Rows, images_rows
 from clipbd.data.store import BATCH, ImageSet, _load, split_stream
 
 FORMAT = 1
@@ -33,30 +32,10 @@ class StaleCorpus(ValueError):
     """A source split of a poisoned corpus is missing or is not the file it was built from."""
 
 
-def _positions(key, n: int) -> torch.Tensor:
-    """int, slice, list, index or bool tensor -> int64 positions in [0, n), in key order."""
-    if isinstance(key, int):
-        key = [key]
-    if isinstance(key, slice):
-        return torch.arange(*key.indices(n))
-    idx = torch.as_tensor(key)
-    if idx.dtype == torch.bool:
-        if idx.shape != (n,):
-            raise IndexError(f"bool mask of shape {tuple(idx.shape)} for {n} rows")
-        return idx.nonzero().flatten()
-    idx = idx.long().flatten()
-    if len(idx) and (idx.min() < -n or idx.max() >= n):
-        raise IndexError(f"row index out of range for {n} rows")
-    return torch.where(idx < 0, idx + n, idx)
-
-
-class CorpusImages:
+class CorpusImages(LazyRows):
     """uint8 rows [N,H,W,3]: pair k is `changed[slot[k]]` if slot[k] >= 0, else
     `sources[source[k]][row[k]]`. Indexing reads only the rows asked for (index tensors into
     each source: `Rows` reads them from disk); `select` is a lazy subset."""
-
-    dtype = torch.uint8
-    ndim = 4
 
     def __init__(self, sources: list, source: torch.Tensor, row: torch.Tensor,
                  slot: torch.Tensor | None = None, changed=None):
@@ -73,15 +52,8 @@ class CorpusImages:
                              f"sources' image size {self.row_shape}")
         self.shape = (len(self.row), *self.row_shape)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return f"CorpusImages(shape={self.shape}, changed={len(self.changed)})"
-
-    def __getitem__(self, key) -> torch.Tensor:
-        out = self.take(_positions(key, len(self)))
-        return out[0] if isinstance(key, int) else out
 
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         """Pairs `idx` (in that order): one indexed read per source, one of the changed rows."""
@@ -100,13 +72,6 @@ class CorpusImages:
         """The pairs `idx` as a view of their own (nothing is read)."""
         return CorpusImages(self.sources, self.source[idx], self.row[idx], self.slot[idx],
                             self.changed)
-
-    def batches(self, size: int) -> Iterator[torch.Tensor]:
-        for i in range(0, len(self), size):
-            yield self[i:i + size]
-
-    def numpy(self):  # the whole corpus: for small corpora and tests only
-        return self[:].numpy()
 
 
 def save_corpus(path, data: ImageSet, sources: list[dict]) -> None:

@@ -27,33 +27,52 @@ _DTYPES = {torch.uint8: "U8", torch.int64: "I64", torch.bool: "BOOL", torch.floa
            torch.int32: "I32", torch.float64: "F64"}
 
 
-class Rows:
-    """Lazy uint8 rows [N,H,W,3] of a file; indexing (int, slice, index or bool tensor, list)
-    returns a tensor holding only those rows."""
+class LazyRows:
+    """uint8 rows [N,H,W,3] read on indexing: an int (one row [H,W,3]), a slice, an index
+    tensor or list (negatives from the end, repeats allowed) or a bool mask gives a tensor of
+    only those rows. Subclasses set `shape` and implement `take(int64 positions)`."""
 
     dtype = torch.uint8
     ndim = 4
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> torch.Tensor:
+        n = len(self)
+        if _is_scalar(key):
+            return self.take(row_indices([int(key)], n))[0]
+        if isinstance(key, slice):
+            return self.take(torch.arange(*key.indices(n)))
+        return self.take(row_indices(key, n))
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batches(self, size: int) -> Iterator[torch.Tensor]:
+        for i in range(0, len(self), size):
+            yield self[i:i + size]
+
+    def numpy(self) -> np.ndarray:  # everything: for small sets and tests only
+        return self[:].numpy()
+
+
+class Rows(LazyRows):
+    """The image rows of a split file, read with `os.pread`, one read per contiguous run."""
 
     def __init__(self, path: str | os.PathLike, offset: int, shape: tuple[int, ...]):
         self.path, self.offset, self.shape = str(path), int(offset), tuple(int(s) for s in shape)
         self.row_bytes = int(np.prod(self.shape[1:]))
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return f"Rows({self.path!r}, shape={self.shape})"
 
     def __getitem__(self, key) -> torch.Tensor:
-        n = len(self)
-        if _is_scalar(key):  # int, numpy integer, 0-dim integer tensor: one row [H,W,3]
-            return self[torch.tensor([int(key)])][0]
-        if isinstance(key, slice):
-            start, stop, step = key.indices(n)
-            if step == 1:
-                return self._read(start, max(stop, start))
-            key = torch.arange(start, stop, step)
-        return self.take(row_indices(key, n))
+        if isinstance(key, slice) and key.step in (None, 1):  # one read, no index
+            start, stop, _ = key.indices(len(self))
+            return self._read(start, max(stop, start))
+        return super().__getitem__(key)
 
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows `idx` (in that order, repeats allowed), one read per contiguous run."""
@@ -87,13 +106,6 @@ class Rows:
                 done += got
         return torch.frombuffer(buf, dtype=torch.uint8).view(stop - start, *self.shape[1:])
 
-    def batches(self, size: int) -> Iterator[torch.Tensor]:
-        for i in range(0, len(self), size):
-            yield self[i:i + size]
-
-    def numpy(self) -> np.ndarray:  # whole split: for small splits and tests only
-        return self[:].numpy()
-
 
 def row_indices(key, n: int) -> torch.Tensor:
     """int64 row numbers in [0, n) of an index tensor/list (negatives count from the end) or a
@@ -115,12 +127,9 @@ def _is_scalar(key) -> bool:
     return torch.is_tensor(key) and key.ndim == 0 and key.dtype != torch.bool
 
 
-class ConcatRows:
+class ConcatRows(LazyRows):
     """Several row sources (`Rows` or uint8 tensors, same row shape) indexed as one, lazily:
     the pretraining corpus of several splits without concatenating their images in memory."""
-
-    dtype = torch.uint8
-    ndim = 4
 
     def __init__(self, parts: list):
         if not parts:
@@ -132,16 +141,7 @@ class ConcatRows:
         self.ends = torch.tensor([len(p) for p in parts], dtype=torch.long).cumsum(0)
         self.shape = (int(self.ends[-1]), *shapes.pop())
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key) -> torch.Tensor:
-        n = len(self)
-        if _is_scalar(key):
-            return self[torch.tensor([int(key)])][0]
-        if isinstance(key, slice):
-            key = torch.arange(*key.indices(n))
-        idx = row_indices(key, n)
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
         part = torch.searchsorted(self.ends, idx, right=True)
         starts = self.ends - torch.tensor([len(p) for p in self.parts])
         out = torch.empty((len(idx), *self.shape[1:]), dtype=torch.uint8)
@@ -150,10 +150,6 @@ class ConcatRows:
             if sel.any():
                 out[sel] = rows[idx[sel] - starts[j]]
         return out
-
-    def batches(self, size: int) -> Iterator[torch.Tensor]:
-        for i in range(0, len(self), size):
-            yield self[i:i + size]
 
 
 def strings_to_tensors(strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
