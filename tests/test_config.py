@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -220,3 +225,27 @@ def test_bad_poison_templates_name_the_key(cfg, value):
     with pytest.raises(ConfigError,
                        match=r"config key `backdoor.poison_templates`.*openai_imagenet"):
         config.resolve(cfg)
+
+
+def test_the_schema_ships_in_the_wheel(tmp_path):
+    """A wheel install has no workflow/ folder: the schema is package data (issue 20)."""
+    build = tmp_path / "build"
+    shutil.copytree(ROOT / "src", build / "src", ignore=shutil.ignore_patterns("*.egg-info",
+                                                                                "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", build)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index",
+                    "--no-build-isolation", str(build), "-w", str(tmp_path / "dist")],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("clipbd-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    code = ("import clipbd, clipbd.config as c; print(clipbd.__file__); "
+            "print(sorted(c.schema()['properties'])[:3])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    where, keys = out.stdout.splitlines()
+    assert where.startswith(str(site)) and keys == "['accelerator', 'attacks', 'backdoor']"
+    assert (ROOT / "workflow" / "schemas" / "config.schema.yaml").resolve() == \
+        (ROOT / "src" / "clipbd" / "schemas" / "config.schema.yaml").resolve()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
@@ -13,7 +14,8 @@ import yaml
 
 from clipbd.data import CAPTION_KINDS, dataset_classes
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# package data (a wheel install has no workflow/ folder); workflow/schemas/ links to it
+SCHEMA = resources.files("clipbd") / "schemas" / "config.schema.yaml"
 CLEAN = "clean"
 
 
@@ -22,7 +24,7 @@ class ConfigError(ValueError):
 
 
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load(SCHEMA.read_text())
 
 
 def _fill_defaults(instance, sch: dict) -> None:
