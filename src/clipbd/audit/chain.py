@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipbd.artifacts import read_json, sha256_file, sidecar_path
-from clipbd.audit import expect
+import clipbd.audit.expect as expect
 
 RANK = {"ok": 0, "stale": 1, "modified": 2, "missing": 3}
 RESULTS = "results"  # the workflow's output folder (workflow/rules/common.smk: R)
