@@ -101,7 +101,8 @@ def child(step: str, d: Path, threads: int) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="N=40, no decoding workers")
-    ap.add_argument("--n", type=int, default=1000, help="images of the smaller folder (at least poison_test's batch of 1000, "
+    ap.add_argument("--n", type=int, default=1000,
+                    help="images of the smaller folder (at least poison_test's batch of 1000, "
                     "or that batch is the whole split)")
     ap.add_argument("--threads", type=int, default=2, help="prepare's decoding workers")
     ap.add_argument("--out", default="results/benchmarks/data_scale.json")

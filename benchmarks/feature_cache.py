@@ -46,7 +46,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     r = Path(args.results)
     model_path = r / "models/backdoor/fmnist/badnet/default/model.safetensors"
-    test_path, poisoned = r / "data/fmnist/test.safetensors", r / "poisoned/fmnist/badnet/default/test.safetensors"
+    test_path = r / "data/fmnist/test.safetensors"
+    poisoned = r / "poisoned/fmnist/badnet/default/test.safetensors"
     for p in (model_path, test_path, poisoned):
         if not p.is_file():
             sys.exit(f"{p} not found: run `bash scripts/study.sh` first")

@@ -15,10 +15,11 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 STAMP=.venv/.clipbd-installed
-WANT=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+WANT=$(cat requirements.lock pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[setup] installing Python packages into .venv (CPU torch 2.13.0)"
   .venv/bin/pip install -q -r requirements.lock
   .venv/bin/pip install -q --no-deps -e .
+  .venv/bin/pip install -q ruff==0.17.6  # the linter scripts/test.sh runs (not a job dependency)
   echo "$WANT" > "$STAMP"
 fi

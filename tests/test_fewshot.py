@@ -3,7 +3,8 @@ import torch
 
 from clipbd.data.fewshot import sample
 
-LABELS = torch.arange(10).repeat_interleave(30)[torch.randperm(300, generator=torch.Generator().manual_seed(0))]
+LABELS = torch.arange(10).repeat_interleave(30)[
+    torch.randperm(300, generator=torch.Generator().manual_seed(0))]
 
 
 def test_exactly_k_per_class_and_sorted():

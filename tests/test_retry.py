@@ -43,7 +43,8 @@ def test_a_failed_job_whose_log_says_memory_ran_out_counts_as_out_of_memory(tmp_
     assert retry.state_of(IDS[0], log) == "OUT_OF_MEMORY"
     log.write_text("Traceback (most recent call last):\nValueError\n")
     assert retry.state_of(IDS[0], log) == "FAILED"  # a failed command stays FAILED
-    monkeypatch.setattr(retry, "_run", lambda cmd: "JobState=CANCELLED Reason=None" if cmd[0] == "scontrol" else "")
+    monkeypatch.setattr(retry, "_run", lambda cmd: "JobState=CANCELLED Reason=None"
+                        if cmd[0] == "scontrol" else "")
     log.write_text(OVER.format(id=IDS[0]))
     assert retry.state_of(IDS[0], log) == "CANCELLED"  # SLURM's word first
 

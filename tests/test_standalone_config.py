@@ -11,7 +11,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -68,7 +67,7 @@ def test_no_configfile_is_the_default_study(tmp_path, monkeypatch):
 def test_extends_layers_a_file_on_another_relative_to_it(tmp_path):
     base = write(tmp_path / "base" / "study.yaml", {"seed": 1, "defenses": {"cbpt": {"lr": 0.1,
                                                                                "epochs": 5}}})
-    mid = write(tmp_path / "mid.yaml", {"extends": "base/study.yaml",
+    write(tmp_path / "mid.yaml", {"extends": "base/study.yaml",
                                         "defenses": {"cbpt": {"lr": 0.2}}, "grid": [1]})
     top = write(tmp_path / "sub" / "top.yaml", {"extends": "../mid.yaml", "grid": [2]})
     assert config.study([top]) == {"seed": 1, "defenses": {"cbpt": {"lr": 0.2, "epochs": 5}},

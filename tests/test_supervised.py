@@ -57,7 +57,7 @@ def test_victim_training_steps_change_weights(victim):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = make_optimizer(model.named_parameters(), "sgd", 0.05, 5e-4, 0.9)
     losses = tune(model, images(16), opt, lr=0.05, epochs=1, batch_size=8, seed=0)
-    assert len(losses) == 2 and all(l > 0 for l in losses)
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
     after = model.state_dict()
     assert not torch.equal(before["conv1.weight"], after["conv1.weight"])
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
