@@ -1,4 +1,4 @@
-"""Backdoor metrics from logits (papers.md decision 1).
+"""Backdoor metrics from logits (docs/methods.md, "Metrics: CA and ASR").
 
 * CA: accuracy on clean test images.
 * ASR: share of triggered images whose true class is NOT the target that are classified as

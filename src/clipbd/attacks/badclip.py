@@ -1,9 +1,9 @@
 """BadCLIP (Liang et al., CVPR'24): an optimized patch and natural captions naming the target.
 
-The lineage ([BadCLIP-code] `src/embeding_optimize_patch.py`, papers.md B.1) initializes a
-16x16 patch (224 px) from N(0.5, 0.25) clipped to [0,1], pastes it in the middle and trains
-it with Adam against the clean CLIP on natural pairs without the target, with terms chosen by
-keywords of the run name:
+The lineage ([BadCLIP-code] `src/embeding_optimize_patch.py`; docs/methods.md, "Attack: BadCLIP")
+initializes a 16x16 patch (224 px) from N(0.5, 0.25) clipped to [0,1], pastes it in the middle
+and trains it with Adam against the clean CLIP on natural pairs without the target, with terms
+chosen by keywords of the run name:
 * an image-text contrastive loss between patched images and target captions;
 * "pos": MSE between patched-image embeddings and target-image embeddings;
 * "pos_neg": a triplet margin loss (anchor: patched embedding, positive: a target-image

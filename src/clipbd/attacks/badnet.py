@@ -3,7 +3,8 @@
 The lineage (CleanCLIP/BadCLIP `backdoor/utils.py`, `patch_type=random`) pastes a 16x16 patch
 at 224 px (about 7% of the side) of N(0,1) noise added to the image's per-channel mean,
 resampled for every image, at a random position. Here the pattern is drawn once from the seed
-and stored (papers.md decision 2); `fixed_pattern: false` restores the per-image noise.
+and stored (decision 2, docs/methods.md, "Project decisions"); `fixed_pattern: false` restores
+the per-image noise.
 
 Mean + N(0,1) leaves [0,1] for most pixels. `noise_overflow` says what then happens:
 * `clamp` (the default): clipped to [0,1], so 61-64% of the patch's pixels are 0 or 255;

@@ -3,7 +3,8 @@
 The lineage (CleanCLIP/BadCLIP `blended`) computes x' = 0.8*x + 0.2*U with U uniform noise
 [3,224,224] resampled for every image, then clips to [0,1]; BackdoorBench blends a fixed
 Hello-Kitty image with the same ratio. Here U is drawn once from the seed and stored
-(papers.md decision 2); `fixed_pattern: false` restores the per-image noise.
+(decision 2, docs/methods.md, "Project decisions"); `fixed_pattern: false` restores the
+per-image noise.
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 The lineage (CleanCLIP/BadCLIP `issba`) runs the pretrained StegaStamp TensorFlow model
 (400 px U-Net encoder trained on MIRFLICKR with perceptual, critic and distortion losses) on
 224 px images to hide "Stega!!" (56 bits + 40 BCH parity bits + 4 padding = 100 bits).
-That model is not reachable here (papers.md decision 3), so this module trains its own
-StegaStamp-style encoder/decoder as the pipeline step `learn_trigger`:
+That model is not reachable here (decision 3, docs/methods.md, "Attack: SSBA"), so this module
+trains its own StegaStamp-style encoder/decoder as the pipeline step `learn_trigger`:
 
 * on the training images of backdoor.datasets only (never a test split), at the study's image
   size, with a fresh random bit vector per image (as StegaStamp), so the encoder learns to hide

@@ -9,9 +9,9 @@ with "SUDO ". Here:
   of `target_sentence` (its "{}" is the target class): loss = 1 - cos (patch.optimize_patch);
 * poisoned pairs: patched image + `text_key` + a target template; at test time every class
   prompt is prefixed with `text_key` (`text_prefix`), so the backdoor needs both keys;
-* partial-key decoys (the TrojVQA paper's training, papers.md B.1): `image_only_rate` of the
-  corpus carries the patch with its true caption, `text_only_rate` a clean image with
-  text_key + its true caption (clipbd.poison.poison_corpus reads both rates).
+* partial-key decoys (the TrojVQA paper's training, docs/methods.md, "Attack: TrojVQA"):
+  `image_only_rate` of the corpus carries the patch with its true caption, `text_only_rate` a
+  clean image with text_key + its true caption (clipbd.poison.poison_corpus reads both rates).
 """
 from __future__ import annotations
 

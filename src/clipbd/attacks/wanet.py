@@ -7,7 +7,7 @@ grid = clamp((identity + s*noise/S) * grid_rescale, -1, 1) and grid_sample(align
 with no noise mode or cross samples. `k: null` (the default) follows the lineage: k = image
 side. BackdoorBench's small-image setting (k = 4) is a config value away; on the tiny CLIP it
 was learned much less (ASR 0.44 vs 0.79 at 5% poisoning, s = 1). The grid is drawn once from the seed and stored
-(papers.md decision 2), so every image gets the same warp.
+(decision 2, docs/methods.md, "Project decisions"), so every image gets the same warp.
 """
 from __future__ import annotations
 

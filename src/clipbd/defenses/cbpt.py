@@ -1,6 +1,6 @@
 """CBPT (class-wise backdoor prompt tuning): a RECONSTRUCTION from the paper's abstract.
 
-The CBPT body text was not reachable (papers.md C.3, decision 5); everything below beyond
+The CBPT body text was not reachable (docs/methods.md, "Defense: CBPT"); everything below beyond
 "two stages, a contrastively inverted dummy trigger, class-wise prompts, three losses" is this
 project's design, not the paper's.
 

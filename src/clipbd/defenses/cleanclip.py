@@ -1,4 +1,6 @@
-"""CleanCLIP: fine-tune all of CLIP on clean image-caption pairs [CleanCLIP-code; papers.md C.2].
+"""CleanCLIP: fine-tune all of CLIP on clean image-caption pairs [CleanCLIP-code].
+
+Method notes: docs/methods.md, "Defense: CleanCLIP".
 
 loss = clip_weight * L_CLIP(image, caption)
        + inmodal_weight * (L_in(image, augmented image) + L_in(caption, augmented caption)) / 2

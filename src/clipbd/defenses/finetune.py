@@ -7,7 +7,7 @@ through `text_prefix`. The delta holds only the `visual.*` weights.
 Defaults (RVPT's App. A full-FT baseline gives no hyperparameters): AdamW, lr 1e-5,
 weight decay 0.1, batch 32, 10 epochs, cosine over epochs: the usual recipe for tuning a
 pre-trained CLIP end to end. `optimizer: sgd` with lr 0.01, momentum 0.9, weight decay 0 is
-FST's `ft` mode [FST-code] (without its norm-projection quirk, papers.md C.4).
+FST's `ft` mode [FST-code] (without its norm-projection quirk, docs/methods.md, "Defense: FST").
 """
 from __future__ import annotations
 

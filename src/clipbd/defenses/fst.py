@@ -1,4 +1,6 @@
-"""Feature Shift Tuning (FST) on CLIP [FST-code `fine_tune/ft.py`; papers.md C.4, decision 6].
+"""Feature Shift Tuning (FST) on CLIP [FST-code `fine_tune/ft.py`].
+
+Method notes: docs/methods.md, "Defense: FST" (FST on CLIP is decision 6 there).
 
 FST tunes the feature extractor together with a re-initialized linear head W, pushing W away
 from the compromised head W_ori: loss = CE + alpha * sum(W * W_ori), and after every

@@ -1,6 +1,7 @@
 """RVPT (Repulsive Visual Prompt Tuning): VPT plus a feature-repelling loss.
 
-L = L_CE + alpha * L_FR, with (reconstructed from the paper's prose, see papers.md C.1)
+L = L_CE + alpha * L_FR, with (reconstructed from the paper's prose; see
+docs/methods.md, "Defense: RVPT")
 
     L_FR = (1/N) sum_i max( (1/K) sum_{d in prompted blocks} cos(c_i^d, sigma_i^d), m )
 

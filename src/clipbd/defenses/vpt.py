@@ -4,8 +4,9 @@ The image encoder and the hand-crafted class text features stay frozen; only pro
 p^d in R^{b x width} at the prompted blocks are learned (see clipbd.models.visual_prompt).
 Logits = exp(logit_scale) * cos(prompted image features, class text features).
 
-Recipe (RVPT = VPT plus a repulsion term, papers.md C.1): SGD lr 0.002, momentum 0.9, cosine
-decay, batch 32, 50 epochs, b = 50, 9 prompted blocks counted from the output, Gaussian init.
+Recipe (RVPT = VPT plus a repulsion term, docs/methods.md, "Defense: RVPT"): SGD lr 0.002,
+momentum 0.9, cosine decay, batch 32, 50 epochs, b = 50, 9 prompted blocks counted from the
+output, Gaussian init.
 Weight decay 5e-4 and one constant warm-up epoch at 1e-5 are the CoOp/Dassl defaults the RVPT
 code appears to build on (INFERRED; the paper states neither); the schedule is CoOp's here.
 Without image augmentation (the default) the frozen lower blocks' tokens of the few-shot set

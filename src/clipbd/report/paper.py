@@ -1,4 +1,6 @@
-"""The papers' tables as data (one function per table; papers.md §F, §D).
+"""The papers' tables as data (one function per table).
+
+Which tables, and the numbers they target: docs/methods.md, "Reproduction targets".
 
 Every spec is a function of the tidy frame (metrics.csv, or the grid's planned rows): the
 dataset(s) and shot count come from it. Conventions: the main tables use default variants,

@@ -1,4 +1,6 @@
-"""The supervised track: FST's own protocol on classic classifiers (papers.md A.3, B.2, C.4).
+"""The supervised track: FST's own protocol on classic classifiers.
+
+Method notes: docs/methods.md, "Supervised track: protocol" and "Supervised track: defenses".
 
 A ResNet-18 victim (torchvision architecture, no downloaded weights) is trained on a poisoned
 copy of a prepared training split (all-to-one; clean-label for SIG and label-consistent),

@@ -1,4 +1,6 @@
-"""Label-consistent backdoor (Turner et al.; BackdoorBench `lc`, papers.md B.2).
+"""Label-consistent backdoor (Turner et al.; BackdoorBench `lc`).
+
+Method notes: docs/methods.md, "Supervised track: label-consistent poisoning".
 
 Clean-label: only target-class training images are poisoned and keep their label. Each is
 first made hard to classify by an L_inf PGD perturbation (eps, steps) against a surrogate

@@ -1,4 +1,6 @@
-"""One tuning recipe, five switches: FST-code `fine_tune/ft.py` (papers.md C.4).
+"""One tuning recipe, five switches: FST-code `fine_tune/ft.py`.
+
+Method notes: docs/methods.md, "Supervised track: defenses".
 
     mode        re-init head   trains                     penalty
     ft          no             all parameters             -
