@@ -6,8 +6,9 @@ mean absolute value, bicubic-upsampled to the image side and cached to a .pt fil
 grid = clamp((identity + s*noise/S) * grid_rescale, -1, 1) and grid_sample(align_corners=True),
 with no noise mode or cross samples. `k: null` (the default) follows the lineage: k = image
 side. BackdoorBench's small-image setting (k = 4) is a config value away; on the tiny CLIP it
-was learned much less (ASR 0.44 vs 0.79 at 5% poisoning, s = 1). The grid is drawn once from the seed and stored
-(decision 2, docs/methods.md, "Project decisions"), so every image gets the same warp.
+was learned much less (ASR 0.44 vs 0.79 at 5% poisoning, s = 1). The grid is drawn once from
+the seed and stored (decision 2, docs/methods.md, "Project decisions"), so every image gets
+the same warp.
 """
 from __future__ import annotations
 
