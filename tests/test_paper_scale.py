@@ -251,7 +251,7 @@ def test_report_tables_and_audit(run):
     assert {p: a["reasons"] for p, a in arts.items() if a["status"] != "ok"} == {}
     assert {f"{R}/metrics/{row}/metrics.json" for row in ROWS} <= set(arts)
     assert {"evaluate", "defend", "features", "backdoor", "learn_trigger", "trigger", "poison",
-            "poison_test", "pretrain", "prepare", "fewshot", "probe"} <= {
+            "poison_test", "pretrain", "prepare", "fewshot"} <= {
         a["step"] for a in arts.values()}
 
 
