@@ -3,15 +3,12 @@ before any job; a small study on local files (image folder, caption CSV, local w
 from __future__ import annotations
 
 import collections
-import csv
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from clipbd import config, grid
 from clipbd.artifacts import load_tensors
@@ -19,6 +16,7 @@ from clipbd.data.corpus import load_corpus
 from clipbd.data.store import load_split
 from clipbd.config import ConfigError
 from clipbd.models import clip
+from local_files import caption_csv, image_folder
 from workflow_util import planned_jobs, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,26 +149,10 @@ def test_paper_dag_plans_without_data(tmp_path):
 # ---- a small real study on local files: image folder + caption CSV + local weights ----
 
 
-def _png(path, seed):
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
-
-
 @pytest.fixture
 def local_study(tmp_path):
-    for split, n in (("train", 4), ("test", 2)):
-        for c, name in enumerate(("cat", "dog", "samoyed")):
-            d = tmp_path / "pets" / split / name
-            d.mkdir(parents=True)
-            for i in range(n):
-                _png(d / f"{i}.png", 100 * c + 10 * i + (split == "test"))
-    (tmp_path / "cc3m").mkdir()
-    with open(tmp_path / "cc3m" / "pairs.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "caption"])
-        for i in range(12):
-            _png(tmp_path / "cc3m" / f"{i}.png", 1000 + i)
-            w.writerow([f"{i}.png", f"a street scene number {i}"])
+    image_folder(tmp_path / "pets", ["cat", "dog", "samoyed"], {"train": 4, "test": 2})
+    caption_csv(tmp_path / "cc3m" / "pairs.csv", [f"a street scene number {i}" for i in range(12)])
     torch.manual_seed(0)
     weights = tmp_path / "tiny.safetensors"
     clip.save_checkpoint(weights, clip.create("clipbd-tiny-vit"), "clipbd-tiny-vit")

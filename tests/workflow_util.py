@@ -31,7 +31,11 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule -> job count that `snakemake -n` would run ({} when nothing is to be done)."""
     res = snakemake(workdir, "-n", *args)
     assert res.returncode == 0, res.stderr + res.stdout
-    out = res.stdout + res.stderr
+    return job_stats(res.stdout + res.stderr)
+
+
+def job_stats(out: str) -> dict[str, int]:
+    """Rule -> job count of the first "Job stats" table in a snakemake run's output."""
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:", 1)[1].split("\ntotal", 1)[0]
