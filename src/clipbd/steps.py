@@ -139,16 +139,13 @@ def poison_test(cfg, trigger_path, test_path, out, code):
     attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
     trig, _ = load_tensors(trigger_path)
     data = load_split(test_path)  # images on disk: read, triggered and written a batch at a time
-    digest = hashlib.sha256()  # ImageSet.content_hash of the result: image bytes, then labels
     with split_stream(out, len(data), tuple(data.images.shape[1:]), classes=data.classes,
                       ids=data.ids, labels=data.labels, captions=data.captions, extra=data.extra,
                       meta={"text_prefix": attack.text_prefix}) as w:
         for batch in trigger_batches(attack, data.images, trig, cfg["seed"] + 2):
             w.write(batch)
-            digest.update(batch.numpy().tobytes())
-    digest.update(data.labels.numpy().tobytes())
     _sidecar(out, "poison_test", cfg, [trigger_path, test_path], code, cfg["seed"], t0,
-             content_sha256=digest.hexdigest())
+             content_sha256=w.content_sha256())
 
 
 def backdoor(cfg, clean_path, poisoned_path, out, code):

@@ -12,6 +12,7 @@ The result is a plain safetensors file (`safetensors.safe_open` reads it).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -189,7 +190,9 @@ class SplitWriter:
     def __init__(self, f, n: int, row_shape: tuple[int, int, int],
                  small: dict[str, torch.Tensor], metadata: dict[str, str]):
         self.f, self.n, self.row_shape, self.written = f, n, tuple(row_shape), 0
+        self._rows_sha256 = hashlib.sha256()
         small = {k: v.detach().contiguous().cpu() for k, v in small.items()}
+        self._labels = small.get("labels")
         shapes = {k: (v.dtype, tuple(v.shape)) for k, v in small.items()}
         shapes["images"] = (torch.uint8, (n, *self.row_shape))
         header, _ = _meta(shapes, sorted(small) + ["images"], metadata)
@@ -204,8 +207,18 @@ class SplitWriter:
                              f"{tuple(images.shape)}")
         if self.written + len(images) > self.n:
             raise ValueError(f"more than the {self.n} rows announced")
-        self.f.write(images.contiguous().numpy().tobytes())
+        raw = images.contiguous().numpy().tobytes()
+        self.f.write(raw)
+        self._rows_sha256.update(raw)
         self.written += len(images)
+
+    def content_sha256(self) -> str:
+        """sha256 of the rows written, then of the `labels` column: `ImageSet.content_hash` of
+        the split, computed on the way instead of by reading it back."""
+        digest = self._rows_sha256.copy()
+        if self._labels is not None:
+            digest.update(self._labels.numpy().tobytes())
+        return digest.hexdigest()
 
 
 @contextmanager

@@ -111,8 +111,11 @@ def load_split(path) -> ImageSet:
 
 
 def split_meta(path) -> dict:
-    """The split's header entries (`classes`, `text_prefix`, ...), JSON-decoded."""
-    return _load(path)[-1]
+    """The split's header entries (`classes`, `text_prefix`, ...), JSON-decoded; reads the
+    header only, not the columns."""
+    check_safetensors_header(path)
+    raw = images_rows(path)[1].get("__metadata__") or {}
+    return {k: json.loads(v) for k, v in raw.items()}
 
 
 def _load(path):
