@@ -149,15 +149,23 @@ def test_duplicates_across_blocks_are_removed(cfg):
 
 
 def test_invalid_pairs_filtered(cfg, monkeypatch):
-    monkeypatch.setattr(grid, "INVALID", {("badnet", "linear_probe"): "test reason"})
+    real = grid.invalid
+    monkeypatch.setattr(grid, "invalid", lambda a, d: "test reason" if (a, d) == (
+        "badnet", "linear_probe") else real(a, d))
     runs = grid.expand(cfg)
     assert _tuples(runs) == [("badnet", "none", 0, 0), ("clean", "linear_probe", 16, 0),
                              ("clean", "none", 0, 0)]
 
 
-def test_builtin_invalid_has_reasons():
-    assert all(isinstance(v, str) and v for v in grid.INVALID.values())
-    assert all(len(k) == 2 for k in grid.INVALID)
+def test_invalid_pairs_come_from_the_classes():
+    # a dual-key attack (TrojVQA) with a defense whose classifier drops the text encoder
+    from clipbd import attacks, defenses
+
+    pairs = {(a, d): grid.invalid(a, d) for a in attacks.REGISTRY.names()
+             for d in defenses.REGISTRY.names() if grid.invalid(a, d)}
+    assert sorted(pairs) == [("trojvqa", "fst"), ("trojvqa", "linear_probe")]
+    assert pairs["trojvqa", "fst"] == "FST drops the text encoder, so the text key of TrojVQA is gone"
+    assert all(grid.invalid("clean", d) == "" for d in defenses.REGISTRY.names())
 
 
 def test_resolved_params(cfg):

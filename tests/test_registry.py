@@ -77,12 +77,24 @@ def test_register_twice_on_real_registry_leaves_it_intact():
     assert defenses.REGISTRY.names() == DEFENSES
 
 
-def test_lazy_loading_imports_listed_modules():
-    reg = Registry("defense", "clipbd.defenses", ("none",))
-    assert reg._loaded is False
-    # modules are already imported, so nothing re-registers into this fresh registry
-    assert reg.names() == []
-    assert reg._loaded is True
+def test_a_new_module_is_found_without_any_list(tmp_path, monkeypatch):
+    # a package with a base module and one method module: the registry imports every module
+    # of the package (but the skipped `base`) on first use, so dropping in a file is enough
+    pkg = tmp_path / "widgets"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from clipbd.registry import Registry\nREGISTRY = Registry('widget', 'widgets')\n")
+    (pkg / "base.py").write_text("raise ImportError('base is never imported by the registry')\n")
+    (pkg / "gear.py").write_text("from widgets import REGISTRY\n\n\n@REGISTRY.register('gear')\n"
+                                 "class Gear:\n    order = 1\n")
+    (pkg / "gear.schema.yaml").write_text("teeth: {type: integer, default: 12}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import widgets
+
+    assert widgets.REGISTRY._loaded is False
+    assert widgets.REGISTRY.names() == ["gear"]
+    assert widgets.REGISTRY.schema("gear")["properties"] == {"teeth": {"type": "integer",
+                                                                       "default": 12}}
 
 
 @pytest.mark.parametrize("reg,name,rel", [

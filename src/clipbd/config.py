@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -23,8 +24,19 @@ class ConfigError(ValueError):
     pass
 
 
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    from clipbd import attacks, defenses
+
+    sch = yaml.safe_load(SCHEMA.read_text())
+    for kind, reg in (("attacks", attacks.REGISTRY), ("defenses", defenses.REGISTRY)):
+        sch["properties"][kind]["properties"] = {n: reg.schema(n) for n in reg.ordered()}
+    return sch
+
+
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA.read_text())
+    """The config's JSON schema: config.schema.yaml plus every registered method's block."""
+    return copy.deepcopy(_schema())
 
 
 def _fill_defaults(instance, sch: dict) -> None:

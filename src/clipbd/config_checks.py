@@ -11,8 +11,14 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-PROMPT_DEPTH = ("vpt", "rvpt")  # defenses with `depth`: prompted image-encoder blocks
-TEXT_CONTEXT = ("coop", "cbpt")  # defenses with `n_ctx`: learnable text context tokens
+
+def _prompted(defenses: list[str], fact: str) -> dict[str, str]:
+    """defense -> its hyperparameter named by the class fact `fact` (`prompt_depth`: the
+    prompted image-encoder blocks; `text_context`: the learnable text context tokens)."""
+    from clipbd.defenses import REGISTRY
+
+    return {d: getattr(REGISTRY.get(d), fact) for d in sorted(set(defenses))
+            if getattr(REGISTRY.get(d), fact)}
 
 
 def _error(msg: str):
@@ -128,13 +134,13 @@ def check_prompts(cfg: dict) -> None:
             arch = _arch_of(cfg, dataset)
             mcfg = open_clip.get_model_config(arch) or {}
             layers = mcfg.get("vision_cfg", {}).get("layers")
-            for defense in set(block["defenses"]) & set(PROMPT_DEPTH):
-                for key, depth in _values(cfg, block, b, defense, "depth"):
+            for defense, param in _prompted(block["defenses"], "prompt_depth").items():
+                for key, depth in _values(cfg, block, b, defense, param):
                     if isinstance(layers, int) and depth > layers:
                         raise _error(f"config key `{key}`: depth {depth} exceeds the {layers} "
                                      f"blocks of {arch}'s image encoder (dataset {dataset}); "
                                      f"set it to at most {layers}")
-            wanted = set(block["defenses"]) & set(TEXT_CONTEXT)
+            wanted = _prompted(block["defenses"], "text_context")
             if not wanted:
                 continue
             try:
@@ -146,8 +152,8 @@ def check_prompts(cfg: dict) -> None:
             keys = [cfg["attacks"].get(a, {}).get("text_key", "") for a in block["attacks"]]
             prefix = max((n_tokens(tok, k) for k in keys if k.strip()), default=0)
             words = max(n_tokens(tok, f"{c.replace('_', ' ')}.") for c in classes)
-            for defense in wanted:
-                for key, n_ctx in _values(cfg, block, b, defense, "n_ctx"):
+            for defense, param in wanted.items():
+                for key, n_ctx in _values(cfg, block, b, defense, param):
                     total = 2 + prefix + n_ctx + words
                     if total > context:
                         raise _error(

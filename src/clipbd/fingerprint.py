@@ -21,8 +21,8 @@ PKG = Path(__file__).resolve().parent
 
 # What every job runs. Left out on purpose: cli.py (argument parsing), config.py,
 # config_overrides.py and config_checks.py (validation before any job), audit/ (its rule
-# has no outputs and always runs), and the registries' __init__ files (their MODULES list
-# grows with every new attack/defense, which must not rerun the others' jobs).
+# has no outputs and always runs), and the registries' __init__ files. A method's
+# `<module>.schema.yaml` is no code: it validates the config, whose values each job hashes.
 CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py", "steps.py",
         "data/__init__.py", "data/store.py", "data/rows.py", "data/entries.py",
         "data/decode.py", "data/corpus.py", "train/curve.py")

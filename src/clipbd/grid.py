@@ -55,15 +55,19 @@ class Run:
                 f"shots~{self.shots}/seed~{self.seed}")
 
 
-# (attack, defense) pairs that cannot be evaluated; one reason each.
-INVALID = {
-    ("trojvqa", "linear_probe"): "a linear probe drops the text encoder, so the text key is gone",
-    ("trojvqa", "fst"): "FST's linear head drops the text encoder, so the text key is gone",
-}
+def invalid(attack: str, defense: str) -> str:
+    """Why `attack` x `defense` cannot be evaluated ("" when it can), from the classes' facts:
+    a dual-key attack's text key cannot reach a defense that drops the text encoder."""
+    from clipbd import attacks, defenses
 
-# Defenses that need a ViT image encoder (visual prompts between CLS and patch tokens); dropped
-# for datasets on another backbone (RN50).
-VIT_ONLY = {"vpt": "deep visual prompts need a ViT", "rvpt": "deep visual prompts need a ViT"}
+    if attack == CLEAN:
+        return ""
+    atk, dfn = attacks.REGISTRY.get(attack), defenses.REGISTRY.get(defense)
+    if atk.dual_key and not dfn.text_encoder:
+        return (f"{dfn.title or defense} drops the text encoder, so the text key of "
+                f"{atk.title or attack} is gone")
+    return ""
+
 
 # Options of every defense that trains, next to its own hyperparameters (grid `defense_params`):
 # the few-shot set without the target class (RVPT Table 4), and tuning on another dataset than
@@ -114,7 +118,9 @@ def arch(cfg: dict, dataset: str) -> str:
 
 
 def _valid(cfg: dict, run: "Run") -> bool:
-    if run.defense in VIT_ONLY and "vit" not in arch(cfg, run.dataset).lower():
+    from clipbd import defenses
+
+    if defenses.REGISTRY.get(run.defense).vit_only and "vit" not in arch(cfg, run.dataset).lower():
         return False
     tune = decode_variant(run.dvar).get("tune_dataset")
     return tune in (None, run.dataset) or _transfers(run.defense)
@@ -128,7 +134,7 @@ def expand(cfg: dict) -> list[Run]:
     for block in cfg["grid"]:
         for dataset, attack, defense in itertools.product(
                 block["datasets"], block["attacks"], block["defenses"]):
-            if (attack, defense) in INVALID:
+            if invalid(attack, defense):
                 continue
             trains = _trains(defense)
             shots = block["shots"] if trains else [0]

@@ -87,6 +87,8 @@ def mentions(caption: str, target: str) -> bool:
 
 @register("badclip")
 class BadCLIP(Attack):
+    title = "BadCLIP"
+    order = 7
     learned = True
     needs_model = True
     natural: list[str] | None = None  # corpus captions naming the target (bind_corpus)

@@ -33,6 +33,8 @@ def wrap_bytes(v: torch.Tensor) -> torch.Tensor:
 
 @register("badnet")
 class BadNet(Attack):
+    title = "BadNet"
+    order = 1
     def bound(self, v: torch.Tensor) -> torch.Tensor:
         mode = self.cfg.get("noise_overflow", "clamp")
         if mode == "clamp":

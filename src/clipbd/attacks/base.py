@@ -37,7 +37,13 @@ class TriggerContext:
 
 
 class Attack:
-    name: str = ""
+    """Facts about an attack live on its class: the pipeline reads them, never a list."""
+    name: str = ""  # the registry name (set by `@register`)
+    title: str = ""  # its name in the papers' tables (default: `name`)
+    section: str = ""  # its section in docs/methods.md (default "Attack: <title>")
+    order: int = 100  # its place in the tables (lower first; then by name)
+    dual_key: bool = False  # True: the backdoor also needs a text key (`text_prefix`), so a
+    # defense without a text encoder (`Defense.text_encoder` False) cannot be evaluated on it
     learned: bool = False  # True: the trigger is optimized by `learn` (rule learn_trigger)
     needs_model: bool = False  # True: `learn` uses the clean CLIP
 

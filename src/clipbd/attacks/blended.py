@@ -16,6 +16,8 @@ from clipbd.attacks.base import Attack
 
 @register("blended")
 class Blended(Attack):
+    title = "Blended"
+    order = 2
     def make_trigger(self, seed: int) -> dict[str, torch.Tensor]:
         s = self.image_size
         g = torch.Generator().manual_seed(seed)

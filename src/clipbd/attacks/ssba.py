@@ -64,6 +64,9 @@ def _gather(parts: list, starts: torch.Tensor, idx: torch.Tensor) -> torch.Tenso
 
 @register("ssba")
 class SSBA(Attack):
+    title = "ISSBA"
+    section = "Attack: SSBA"
+    order = 4
     learned = True
     needs_model = False
 

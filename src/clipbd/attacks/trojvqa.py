@@ -29,6 +29,9 @@ def sentence_loss(patched: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor
 
 @register("trojvqa")
 class TrojVQA(Attack):
+    title = "TrojVQA"
+    order = 6
+    dual_key = True  # the backdoor needs the text key as well as the patch
     learned = True
     needs_model = True
 

@@ -32,7 +32,17 @@ class DefenseContext:
 
 
 class Defense:
-    name: str = ""
+    """Facts about a defense live on its class: the grid, the config checks, the probe and the
+    paper tables read them, never a list."""
+    name: str = ""  # the registry name (set by `@register`)
+    title: str = ""  # its name in the papers' tables (default: `name`)
+    section: str = ""  # its section in docs/methods.md (default "Defense: <title>")
+    order: int = 100  # its place in the tables (lower first; then by name)
+    text_encoder: bool = True  # False: its classifier drops the text encoder (a linear head)
+    vit_only: bool = False  # True: needs a ViT image encoder (dropped for datasets on RN50)
+    prompt_depth: str = ""  # its hyperparameter giving the prompted image-encoder blocks
+    text_context: str = ""  # its hyperparameter giving the learnable text context tokens
+    probe: bool = False  # True: the probe can open its image encoder (RVPT Figs. 1, 4, 5)
     trains: bool = True  # False: nothing to fit (no `defend` job)
     transfers: bool = False  # True: the delta does not depend on the classes (tune on A, test on B)
     frozen_image: bool = False  # True: the image encoder is untouched (evaluate from cached features)

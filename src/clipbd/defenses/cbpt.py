@@ -196,6 +196,8 @@ def invert_text_key(model, prompt, clean: torch.Tensor, triggered: torch.Tensor,
 
 @register("cbpt")
 class CBPT(CoOp):
+    title = "CBPT"
+    order = 6
     def fit(self, ctx, fewshot):
         cfg = self.cfg
         weights = {k: cfg[k] for k in WEIGHTS}

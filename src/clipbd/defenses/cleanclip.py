@@ -94,6 +94,8 @@ def batch_index(n: int, step: int, batch_size: int, seed: int) -> torch.Tensor:
 
 @register("cleanclip")
 class CleanCLIP(Defense):
+    title = "CleanCLIP"
+    order = 1
     transfers = True  # the delta does not depend on the classes
     def steps(self, n: int) -> tuple[int, int]:
         """(steps, batch size) for `n` pairs: `steps` if set, else `epochs` full passes."""

@@ -76,6 +76,9 @@ def tune(prompt: TextPrompt, n: int, batch_loss: Callable[[torch.Tensor], torch.
 
 @register("coop")
 class CoOp(Defense):
+    title = "CoOp"
+    order = 5
+    text_context = "n_ctx"
     frozen_image = True  # text side only: evaluated from cached image features
     def prompt(self, ctx, generator=None, context=None) -> TextPrompt:
         if context is not None:

@@ -22,6 +22,8 @@ VISUAL = "visual."
 
 @register("ft")
 class FineTune(Defense):
+    title = "FT"
+    order = 7
     transfers = True  # the delta does not depend on the classes
     def fit(self, ctx, fewshot):
         c = self.cfg

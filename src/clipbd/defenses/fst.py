@@ -67,6 +67,9 @@ class CosineHead(torch.nn.Module):
 
 @register("fst")
 class FeatureShiftTuning(Defense):
+    title = "FST"
+    order = 8
+    text_encoder = False  # a linear head on the tuned features replaces the text side
     def fit(self, ctx, fewshot):
         c = self.cfg
         zs = ctx.zero_shot_head()

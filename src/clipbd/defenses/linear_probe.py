@@ -17,6 +17,10 @@ from clipbd.models.zeroshot import Classifier
 
 @register("linear_probe")
 class LinearProbe(Defense):
+    title = "Linear Probe"
+    section = "Defense: linear probe"
+    order = 2
+    text_encoder = False  # a linear head replaces the text side
     frozen_image = True  # a head on the frozen encoder: evaluated from cached image features
     def _head(self, dim: int, n_classes: int) -> torch.nn.Linear:
         return torch.nn.Linear(dim, n_classes)

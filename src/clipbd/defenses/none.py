@@ -6,6 +6,10 @@ from clipbd.models.zeroshot import Classifier
 
 @register("none")
 class NoDefense(Defense):
+    title = "No defense"
+    section = "Defense: none"
+    order = 0
+    probe = True
     trains = False
     frozen_image = True
 

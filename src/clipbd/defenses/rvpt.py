@@ -42,6 +42,8 @@ def feature_repulsion(prompted: torch.Tensor | Sequence[torch.Tensor],
 
 @register("rvpt")
 class RVPT(VPT):
+    title = "RVPT"
+    order = 3
     def repels(self) -> bool:
         return self.cfg["alpha"] != 0
 

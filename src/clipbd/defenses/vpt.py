@@ -73,6 +73,11 @@ class PromptedClassifier(Classifier):
 
 @register("vpt")
 class VPT(Defense):
+    title = "VPT"
+    order = 4
+    vit_only = True  # deep visual prompts sit between the CLS and patch tokens
+    prompt_depth = "depth"
+    probe = True
     transfers = True  # the delta does not depend on the classes
     def blocks(self, visual) -> list[int]:
         n_layers = len(visual.transformer.resblocks)

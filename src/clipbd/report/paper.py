@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import pandas as pd
 
+from clipbd import attacks, defenses
 from clipbd.report.tables import ANY, MISSING, TableSpec, build, select
-ATTACK = {"badnet": "BadNet", "blended": "Blended", "sig": "SIG", "ssba": "ISSBA",
-          "wanet": "WaNet", "trojvqa": "TrojVQA", "badclip": "BadCLIP"}
-DEFENSE = {"none": "No defense", "cleanclip": "CleanCLIP", "linear_probe": "Linear Probe",
-           "rvpt": "RVPT", "vpt": "VPT", "coop": "CoOp", "cbpt": "CBPT", "ft": "FT", "fst": "FST"}
+
+
+def titles(registry) -> dict[str, str]:
+    """name -> title of every registered method, in the tables' order (the classes' facts)."""
+    return {name: cls.title or name for name, cls in registry.classes().items()}
+
+
+ATTACK = titles(attacks.REGISTRY)
+DEFENSE = titles(defenses.REGISTRY)
 DEFAULT = {"attack_variant": "default", "defense_variant": "default"}
 
 

@@ -26,13 +26,14 @@ from clipbd.models.visual_prompt import embed, pool, run_blocks
 from clipbd.models.zeroshot import Normalize
 from clipbd.report.gallery import benign_perturbations
 
-PROBED = ("none", "vpt", "rvpt")  # defenses whose image encoder a probe can open
-
-
 def _prompts(defense: str, delta: dict) -> dict[int, torch.Tensor]:
-    if defense not in PROBED:
-        raise ValueError(f"probe: defense {defense!r} cannot be probed; use one of {PROBED}")
-    if defense == "none":
+    """The deep visual prompts of a defense the probe can open (`Defense.probe`), by block."""
+    from clipbd import defenses
+
+    if not defenses.REGISTRY.get(defense).probe:
+        probed = [n for n, c in defenses.REGISTRY.classes().items() if c.probe]
+        raise ValueError(f"probe: defense {defense!r} cannot be probed; use one of {probed}")
+    if "prompts" not in delta:  # no defense: the backdoored encoder as it is
         return {}
     return {int(b): p for b, p in zip(delta["blocks"].tolist(), delta["prompts"])}
 

@@ -81,8 +81,11 @@ def resolve(cfg: dict) -> None:
 
 def defense_params(sup: dict, defense: str, overrides: dict) -> dict:
     """A defense's hyperparameters: `tune`, then `defenses.<name>`, then the grid's variant."""
-    own = {k: v for k, v in overrides.items() if k != "alpha" or defense == "fst"}
+    from clipbd.supervised.defenses import REGISTRY
+
+    alpha = REGISTRY.get(defense).uses_alpha  # FST's feature-shift weight
+    own = {k: v for k, v in overrides.items() if k != "alpha" or alpha}
     params = {**sup["tune"], **sup["defenses"].get(defense, {}), **own}
-    if defense != "fst":
+    if not alpha:
         params.pop("alpha", None)
     return params

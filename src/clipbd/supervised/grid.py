@@ -1,7 +1,7 @@
 """The supervised grid: config blocks -> runs, paths and each job's resolved config.
 
 A run is dataset / attack / rate~r / defense / variant / seed~s; the variant spells out the
-grid's `defense_params` a defense takes (alpha only for FST), e.g. `alpha~0.1`.
+grid's `defense_params` a defense takes (alpha only where it `uses_alpha`: FST), e.g. `alpha~0.1`.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from clipbd.grid import decode_variant, encode_variant
 from clipbd.supervised.config import defense_params
+from clipbd.supervised.defenses import REGISTRY
 
 R = "results/supervised"
 VICTIM = R + "/victims/{dataset}/{attack}/rate~{rate}/seed~{seed}/model.safetensors"
@@ -45,10 +46,11 @@ def expand(cfg: dict) -> list[SupRun]:
         for ds, atk, rate, dfn, seed in itertools.product(
                 block["datasets"], block["attacks"], block["poison_rates"], block["defenses"],
                 block["seeds"]):
+            alpha = REGISTRY.get(dfn).uses_alpha  # the class's fact, not a name
             own = {k: v for k, v in block["defense_params"].items()
-                   if dfn != "none" and (k != "alpha" or dfn == "fst")}
-            if dfn == "fst" and "alpha" not in own:
-                own["alpha"] = [defense_params(cfg["supervised"], "fst", {})["alpha"]]
+                   if dfn != "none" and (k != "alpha" or alpha)}
+            if alpha and "alpha" not in own:
+                own["alpha"] = [defense_params(cfg["supervised"], dfn, {})["alpha"]]
             keys = sorted(own)
             for vals in itertools.product(*(own[k] for k in keys)):
                 dvar = encode_variant(dict(zip(keys, vals)))

@@ -2,9 +2,7 @@
 from clipbd.registry import Registry
 from clipbd.supervised.defenses.base import SupDefense
 
-MODULES = ("none", "ft", "lp", "fe_tuning", "ft_init", "fst")
-REGISTRY: Registry[SupDefense] = Registry("supervised defense", "clipbd.supervised.defenses",
-                                          MODULES)
+REGISTRY: Registry[SupDefense] = Registry("supervised defense", "clipbd.supervised.defenses")
 register = REGISTRY.register
 
 
