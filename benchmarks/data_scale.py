@@ -54,13 +54,15 @@ def make_folder(root: Path, n: int) -> dict:
 
 def run_step(step: str, d: Path, threads: int) -> None:
     """One step, in this (child) process, on the files of scratch directory `d`."""
-    from clipbd import attacks, features, steps
+    from clipbd import attacks, features
+    from clipbd.verbs import poison_test as poison_test_verb
+    from clipbd.verbs import prepare as prepare_verb
     from clipbd.artifacts import save_tensors
 
     if step == "prepare":
         ds = json.loads((d / "dataset.json").read_text())
         cfg = {"name": "bench", "dataset": ds, "image_size": 224, "seed": 0}
-        steps.prepare(cfg, str(d / "train.safetensors"), str(d / "test.safetensors"), "",
+        prepare_verb.prepare(cfg, str(d / "train.safetensors"), str(d / "test.safetensors"), "",
                       threads)
     elif step == "poison_test":
         cfg = {"attack": "badnet", "image_size": 224, "seed": 0,
@@ -68,7 +70,7 @@ def run_step(step: str, d: Path, threads: int) -> None:
                           "fixed_pattern": True}}
         attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
         save_tensors(d / "trigger.safetensors", attack.make_trigger(0), {"attack": "badnet"})
-        steps.poison_test(cfg, str(d / "trigger.safetensors"), str(d / "test.safetensors"),
+        poison_test_verb.poison_test(cfg, str(d / "trigger.safetensors"), str(d / "test.safetensors"),
                           str(d / "poisoned.safetensors"), "")
     else:
         from clipbd.models import clip

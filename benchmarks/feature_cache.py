@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from clipbd import features, steps
+from clipbd import features
+from clipbd.verbs import evaluate as evaluate_verb
 from clipbd.artifacts import write_json
 from clipbd.config import load
 from clipbd.data import dataset_classes, load_split
@@ -63,7 +64,7 @@ def main() -> int:
         out = str(Path(tmp) / "m.json")
 
         def step(cached):
-            return lambda: steps.evaluate(run, str(model_path), "", str(test_path), str(poisoned),
+            return lambda: evaluate_verb.evaluate(run, str(model_path), "", str(test_path), str(poisoned),
                                           out, "", feats if cached else "")
 
         t_step_plain, t_step_cached = best_of(step(False), args.repeat), best_of(step(True), args.repeat)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from clipbd import accel, features, steps
+from clipbd import accel, features
+from clipbd.verbs import evaluate as evaluate_verb
 from clipbd import artifacts as A
 from clipbd.data.fashion_mnist import CLASSES
 from clipbd.data.store import ImageSet, save_split
@@ -58,14 +59,14 @@ def timed_hasher(stats: dict):
 @contextmanager
 def mode(before: bool):
     """before: no trust, no memo (the old code called the raw hasher at each use)."""
-    saved = (A.file_sha256, steps.file_sha256)
+    saved = (A.file_sha256, evaluate_verb.file_sha256)
     A._SEEN.clear()
     if before:
-        A.file_sha256 = steps.file_sha256 = lambda p: A.sha256_file(p)
+        A.file_sha256 = evaluate_verb.file_sha256 = lambda p: A.sha256_file(p)
     try:
         yield
     finally:
-        A.file_sha256, steps.file_sha256 = saved
+        A.file_sha256, evaluate_verb.file_sha256 = saved
 
 
 def produce(d: Path, n: int, arch: str) -> dict[str, str]:
@@ -95,7 +96,7 @@ def evaluate_once(d: Path, files: dict, before: bool, bs: int) -> dict:
     with mode(before), timed_hasher(stats):
         t0 = time.perf_counter()
         with A.job_outputs([str(out)]):
-            steps.evaluate(cfg, files["model"], "", files["test"], files["poisoned"], str(out), "")
+            evaluate_verb.evaluate(cfg, files["model"], "", files["test"], files["poisoned"], str(out), "")
         wall = time.perf_counter() - t0
     return {"wall_s": wall, "hash_s": stats["s"], "hashed_bytes": stats["bytes"]}
 

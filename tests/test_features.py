@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from clipbd import attacks, defenses, features, steps
+from clipbd import attacks, defenses, features
+from clipbd.verbs import evaluate as evaluate_verb
 from clipbd.artifacts import read_json, save_tensors
 from clipbd.data.fashion_mnist import CLASSES
 from clipbd.data.store import save_split
@@ -57,7 +58,7 @@ def _evaluate(files, defense, params, delta, cached):
     if delta:
         delta_path = str(files / f"{defense}-delta.safetensors")
         save_tensors(delta_path, delta, {"defense": defense})
-    steps.evaluate(run_cfg(defense, params), str(files / "model.safetensors"), delta_path,
+    evaluate_verb.evaluate(run_cfg(defense, params), str(files / "model.safetensors"), delta_path,
                    str(files / "test.safetensors"), str(files / "poisoned.safetensors"),
                    str(out), "c0de", str(files / "features.safetensors") if cached else "")
     return json.loads(out.read_text())

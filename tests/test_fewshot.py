@@ -37,7 +37,7 @@ def test_too_few_images():
 
 def test_tuning_set_without_target_class():
     from clipbd.data.store import ImageSet
-    from clipbd.steps import tuning_set
+    from clipbd.verbs.defend import tuning_set
 
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     data = ImageSet(torch.zeros(6, 4, 4, 3, dtype=torch.uint8), labels, ["a", "b", "c"],

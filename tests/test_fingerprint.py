@@ -1,30 +1,49 @@
+import pytest
+
 from clipbd import fingerprint as fp
 from workflow_util import commented
+
+
+def _stages() -> list[str]:
+    return sorted(p.stem for p in (fp.PKG / "verbs").glob("*.py")
+                  if f"verbs/{p.name}" not in fp.NOT_IN_JOBS)
 
 
 def test_every_source_file_is_fingerprinted_or_deliberately_left_out():
     from clipbd import attacks, defenses
 
-    listed = set(fp.CORE) | set(fp.NOT_IN_JOBS) | {f for files in fp.STAGES.values() for f in files}
+    listed = set(fp.CORE) | set(fp.NOT_IN_JOBS)
+    for stage in _stages():  # every verb a job runs: its module and what it imports
+        listed |= set(fp.stage_files(stage))
     for kind, reg in (("attack", attacks.REGISTRY), ("defense", defenses.REGISTRY)):
         for name in reg.names():  # one method per file, plus the helpers it imports
             listed |= set(fp.method_files(kind, name))
-    # the supervised track: its jobs' files (clipbd.supervised.cli.code_files) and its planning
-    from clipbd.supervised import attacks as sup_attacks, cli as sup_cli, defenses as sup_defenses
+    from clipbd.supervised import attacks as sup_attacks, defenses as sup_defenses
 
-    for stage in ("train", "report"):
-        listed |= fp.closure(*sup_cli.code_files(stage))
     for name in sup_attacks.NAMES:
-        listed |= fp.closure(*sup_cli.code_files("train", attack=name))
+        listed |= fp.closure(sup_attacks.source_file(name).split("clipbd/", 1)[1])
     for name in sup_defenses.REGISTRY.names():
-        listed |= fp.closure(*sup_cli.code_files("defend", defense=name))
-    listed |= {"supervised/__init__.py", "supervised/cli.py", "supervised/config.py",
-               "supervised/grid.py", "supervised/defenses/__init__.py"}  # planning, not jobs
+        listed |= fp.closure(sup_defenses.REGISTRY.module_file(name).split("clipbd/", 1)[1])
+    listed |= {"supervised/__init__.py", "supervised/config.py", "supervised/grid.py",
+               "supervised/defenses/__init__.py", "verbs/__init__.py"}  # planning, not jobs
     for path in fp.PKG.rglob("*.py"):
         rel = str(path.relative_to(fp.PKG))
         assert rel in listed, f"{rel} is in no stage of clipbd.fingerprint"
     for rel in listed:
         assert (fp.PKG / rel).is_file(), rel
+
+
+def test_a_stage_is_its_verb_module_and_what_it_imports():
+    # editing the evaluation code reruns evaluations only; the training loop is not theirs
+    evaluate, backdoor = set(fp.stage_files("evaluate")), set(fp.stage_files("backdoor"))
+    assert {"verbs/evaluate.py", "metrics.py", "features.py", "defenses/base.py",
+            "models/clip.py", "models/configs/clipbd-tiny-vit.json"} <= evaluate
+    assert "train/contrastive.py" not in evaluate and "verbs/backdoor.py" not in evaluate
+    assert {"verbs/backdoor.py", "train/contrastive.py", "data/corpus.py"} <= backdoor
+    assert "metrics.py" not in backdoor and "verbs/evaluate.py" not in backdoor
+    assert not set(fp.NOT_IN_JOBS) & {f for s in _stages() for f in fp.stage_files(s)}
+    with pytest.raises(KeyError, match="no verb module verbs/nope.py"):
+        fp.stage_files("nope")
 
 
 def test_fingerprint_depends_on_the_method_file_only():
@@ -53,14 +72,6 @@ def test_method_files_follow_package_imports(tmp_path, monkeypatch):
                                                   "data/__init__.py", "data/store.py")
     finally:
         fp.method_files.cache_clear()
-
-
-def test_every_stage_covers_the_files_its_files_import():
-    """Editing any module a stage's code imports reruns that stage (CORE: every stage)."""
-    for stage, files in fp.STAGES.items():
-        py = [f for f in files if f.endswith(".py")]
-        missing = fp.closure(*py) - set(files) - set(fp.CORE)
-        assert not missing, f"stage {stage} imports {sorted(missing)} without fingerprinting them"
 
 
 COMMENT_ONLY = [  # (before, after): edits that change a file's bytes but not what it does

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from clipbd import artifacts as A
-from clipbd import steps
+from clipbd.verbs import evaluate as evaluate_verb
 from clipbd.data.fashion_mnist import CLASSES
 from clipbd.data.store import save_split
 from clipbd.models import clip
@@ -147,7 +147,7 @@ def test_evaluate_job_reads_no_input_twice_and_trusts_sidecars(tmp_path, hashed,
                                           "templates": ["a photo of a {}."]}}}
     out = tmp_path / "metrics.json"
     with A.job_outputs([str(out)]):
-        steps.evaluate(cfg, str(ins["model"]), "", str(ins["test"]), str(ins["poisoned"]),
+        evaluate_verb.evaluate(cfg, str(ins["model"]), "", str(ins["test"]), str(ins["poisoned"]),
                        str(out), "c0de")
     assert hashed == [os.path.realpath(A.pending_path(out))]
     side = A.read_json(A.sidecar_path(out))

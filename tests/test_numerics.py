@@ -67,12 +67,12 @@ def test_settings_change_every_code_fingerprint(monkeypatch):
     pinned = fingerprint.fingerprint("backdoor")
     monkeypatch.setenv(numerics.ENV, json.dumps({"pin": False, "cuda_deterministic": True}))
     assert fingerprint.fingerprint("backdoor") != pinned
-    from clipbd.supervised.cli import fingerprint as sup_fingerprint
+    from clipbd.supervised.grid import code as sup_code
 
-    unpinned = sup_fingerprint("supervised/steps.py")
+    unpinned = sup_code("train")
     monkeypatch.setenv(numerics.ENV, json.dumps({"pin": True}))
     assert fingerprint.fingerprint("backdoor") == pinned
-    assert sup_fingerprint("supervised/steps.py") != unpinned
+    assert sup_code("train") != unpinned
 
 
 def test_config_block_defaults_and_errors():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipbd import steps
+from clipbd.verbs import prepare as prepare_verb
 from clipbd.artifacts import read_json
 from clipbd.data import (FILE_KINDS, caption_csv, dataset_classes, image_folder, missing_paths,
                          read_split)
@@ -173,7 +173,7 @@ def test_caption_csv_columns_root_and_errors(tmp_path, cc3m):
 def test_prepare_step_writes_image_folder_splits(tmp_path, pets):
     cfg = {"name": "pets", "dataset": pets, "image_size": 8, "seed": 0}
     train, test = tmp_path / "train.safetensors", tmp_path / "test.safetensors"
-    steps.prepare(cfg, str(train), str(test), code="abc")
+    prepare_verb.prepare(cfg, str(train), str(test), code="abc")
     got = load_split(test)
     assert got.classes == ["Abyssinian cat", "beagle", "samoyed"]
     assert got.labels.tolist() == [0, 0, 1, 1, 2, 2]

@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from clipbd import attacks, steps
+from clipbd import attacks
+from clipbd.verbs import poison_test as poison_test_verb
+from clipbd.verbs import prepare as prepare_verb
 from clipbd.artifacts import load_tensors, read_json, save_tensors
 from clipbd.data import image_folder
 from clipbd.data.decode import decoded_batches, load_source
@@ -125,7 +127,7 @@ def test_streamed_prepare_equals_decoding_each_file(tmp_path):
     ds = _folder(tmp_path / "pets")
     cfg = {"name": "pets", "dataset": ds, "image_size": 16, "seed": 0}
     train, test = tmp_path / "train.safetensors", tmp_path / "test.safetensors"
-    steps.prepare(cfg, str(train), str(test), code="abc", threads=2)  # 2 decoding workers
+    prepare_verb.prepare(cfg, str(train), str(test), code="abc", threads=2)  # 2 decoding workers
     files = sorted((tmp_path / "pets" / "test").rglob("*.*"))
     want = np.stack([image_folder.load_image(f, 16) for f in files])
     got = load_split(test)
@@ -170,7 +172,7 @@ def test_poison_test_streams_the_same_images(tmp_path):
                       "fixed_pattern": False}}
     attack = attacks.get(cfg["attack"], cfg["params"], cfg["image_size"])
     save_tensors(trig_path, attack.make_trigger(cfg["seed"]), {"attack": cfg["attack"]})
-    steps.poison_test(cfg, str(trig_path), str(test_path), str(out), code="abc")
+    poison_test_verb.poison_test(cfg, str(trig_path), str(test_path), str(out), code="abc")
     want = apply_in_batches(attack, test.images, load_tensors(trig_path)[0], cfg["seed"] + 2)
     got = load_split(out)
     assert torch.equal(got.images[:], want) and got.ids == test.ids

@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from clipbd import attacks, config, steps
+from clipbd import attacks, config
+from clipbd.verbs import trigger as trigger_verb
 from clipbd.artifacts import load_tensors
 from clipbd.audit import expect
 from workflow_util import ROOT, SNAKEMAKE, micro_study, snakemake
@@ -117,7 +118,7 @@ def test_trigger_step_draws_from_the_seed_it_is_handed(tmp_path, name):
     drawn = {}
     for seed in (0, 1):
         out = tmp_path / f"{seed}.safetensors"
-        steps.trigger({**cfg, "seed": seed}, str(out), "code")
+        trigger_verb.trigger({**cfg, "seed": seed}, str(out), "code")
         drawn[seed], _ = load_tensors(out)
     old = attacks.get(name, cfg["params"], 32).make_trigger(0)  # the global seed 0's trigger
     assert drawn[0].keys() == old.keys() and all(torch.equal(drawn[0][k], old[k]) for k in old)

@@ -259,7 +259,8 @@ def _splits(tmp_path):
 
 
 def test_learn_trigger_places_its_model_and_says_where(tmp_path, on_cpu, model):
-    from clipbd import steps
+    from clipbd.verbs import learn_trigger as learn_trigger_verb
+    from clipbd.verbs import trigger as trigger_verb
     from clipbd.artifacts import read_json, sidecar_path
     from clipbd.models import clip
 
@@ -267,7 +268,7 @@ def test_learn_trigger_places_its_model_and_says_where(tmp_path, on_cpu, model):
     splits = {"shapes": str(tmp_path / "train.safetensors")}
     common = {"image_size": 32, "datasets": datasets, "target_dataset": "shapes", "seed": 0,
               "backdoor": {"datasets": ["shapes"]}}
-    steps.trigger({**common, "attack": "badnet", "params": {"patch_size": 3,
+    trigger_verb.trigger({**common, "attack": "badnet", "params": {"patch_size": 3,
                                                             "location": "corner"}},
                   str(tmp_path / "badnet.safetensors"), "c")
     assert accel._PLACED == set()  # no model: host code only
@@ -277,7 +278,7 @@ def test_learn_trigger_places_its_model_and_says_where(tmp_path, on_cpu, model):
     params = config.resolve(config.study([ROOT / "config" / "config.yaml"], {"plan_only": True})
                             )["attacks"]["trojvqa"]
     out = tmp_path / "learned.safetensors"
-    steps.learn_trigger({**common, "attack": "trojvqa", "params": {**params, "steps": 2}},
+    learn_trigger_verb.learn_trigger({**common, "attack": "trojvqa", "params": {**params, "steps": 2}},
                         str(tmp_path / "clean.safetensors"), splits, str(out), "c")
     assert accel._PLACED == {"cpu"}  # the clean CLIP went through accel.place
     assert read_json(sidecar_path(out))["accelerator"]["ran_on"] == "cpu"

@@ -108,7 +108,9 @@ def test_resume_from_a_state_saved_at_the_final_step(tmp_path, monkeypatch, verb
     """Killed after the last step's state save, before the model was written: the rerun
     trains nothing more and writes the same weights and final loss as an uninterrupted run
     (it used to fail on an empty loss curve after clearing the state, for good)."""
-    from clipbd import models, steps
+    from clipbd import models
+    from clipbd.verbs import backdoor as backdoor_verb
+    from clipbd.verbs import pretrain as pretrain_verb
     from clipbd.artifacts import load_tensors, read_json
     from clipbd.data.store import ImageSet, save_split
 
@@ -125,7 +127,7 @@ def test_resume_from_a_state_saved_at_the_final_step(tmp_path, monkeypatch, verb
                "seed": 0, "datasets": {"d": {"templates": ["a {}."]}}}
 
         def run(out):
-            steps.pretrain(cfg, {"d": str(split)}, str(out), code="abc")
+            pretrain_verb.pretrain(cfg, {"d": str(split)}, str(out), code="abc")
     else:
         torch.manual_seed(0)
         clean = tmp_path / "clean.safetensors"
@@ -135,7 +137,7 @@ def test_resume_from_a_state_saved_at_the_final_step(tmp_path, monkeypatch, verb
         _index_corpus(corpus, split)
 
         def run(out):
-            steps.backdoor(cfg, str(clean), str(corpus), str(out), code="abc")
+            backdoor_verb.backdoor(cfg, str(clean), str(corpus), str(out), code="abc")
 
     monkeypatch.setenv("CLIPBD_STATE_EVERY_S", "0")
     run(tmp_path / "ref.safetensors")

@@ -17,6 +17,7 @@ from PIL import Image
 
 from clipbd import config
 from clipbd.config import ConfigError
+from clipbd.config_checks import check_paths
 from clipbd.data import CAPTION_KINDS, FILE_KINDS, dataset_classes, missing_paths, read_split
 from clipbd.data import webdataset as wds
 from clipbd.data.caption_csv import CAPTION_CLASS
@@ -200,11 +201,11 @@ def test_a_webdataset_corpus_in_the_config(tmp_path, shards):
     cfg["backdoor"]["datasets"] = ["cc3m"]
     out = config.resolve(cfg)
     assert out["datasets"]["cc3m"]["kind"] == "webdataset"
-    config.check_paths(out)
+    check_paths(out)
     bad = dict(cfg, grid=[dict(cfg["grid"][0], datasets=["cc3m"])])
     with pytest.raises(ConfigError, match=r"`grid\[0\]\.datasets\[0\]`: cc3m is a caption corpus"):
         config.resolve(bad)
     gone = dict(cfg, datasets=dict(cfg["datasets"], cc3m=dict(ds, path=str(tmp_path / "no"))))
     with pytest.raises(ConfigError, match=r"config key `datasets\.cc3m\.path`\): set it to the "
                        "folder of the webdataset .tar shards"):
-        config.check_paths(config.resolve(gone))
+        check_paths(config.resolve(gone))

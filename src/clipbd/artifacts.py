@@ -276,3 +276,4 @@ def write_sidecar(path: str | os.PathLike, *, step: str, config: Any, inputs: li
     write_json(sidecar_path(path), info)
     _publish(path)
     return info
+

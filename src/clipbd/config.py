@@ -13,7 +13,6 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from clipbd.data import CAPTION_KINDS, dataset_classes
 
 # package data (a wheel install has no workflow/ folder); workflow/schemas/ links to it
 SCHEMA = resources.files("clipbd") / "schemas" / "config.schema.yaml"
@@ -88,6 +87,7 @@ def validate_schema(cfg: dict) -> dict:
 def check(cfg: dict) -> None:
     """Cross-key checks: registry names, dataset references, targets, files on disk."""
     from clipbd import attacks, defenses
+    from clipbd.config_checks import check_backbones, check_paths, known_classes
 
     datasets = cfg["datasets"]
     for name, ds in datasets.items():
@@ -95,7 +95,7 @@ def check(cfg: dict) -> None:
             from clipbd.data.fashion_mnist import DEBIAN_ROOT
 
             ds.setdefault("path", DEBIAN_ROOT)
-        classes = _known_classes(name, ds, cfg["plan_only"])
+        classes = known_classes(name, ds, cfg["plan_only"])
         if classes is not None and ds["target"] not in classes:
             raise ConfigError(f"config key `datasets.{name}.target`: {ds['target']!r} is not a "
                               f"class of {name}; choose one of: {', '.join(classes)}")
@@ -266,87 +266,6 @@ def merged(base: dict, over: dict) -> dict:
         else:
             out[key] = copy.deepcopy(dict(value) if isinstance(value, Mapping) else value)
     return out
-
-
-# ---- datasets read from files, backbones, and every path checked before any job ----
-
-
-def _known_classes(name: str, ds: dict, plan_only: bool) -> list[str] | None:
-    """The dataset's classes; None where they cannot be known (files absent; caption CSVs)."""
-    from clipbd.data import CAPTION_KINDS, FILE_KINDS, missing_paths
-
-    if ds["kind"] in CAPTION_KINDS:
-        return None
-    if ds["kind"] in FILE_KINDS and (plan_only or missing_paths(name, ds)):
-        return None  # check_paths reports the missing files; a dry run plans without them
-    try:
-        return dataset_classes(ds)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"config key `datasets.{name}`: cannot read its classes: {err}; "
-                          "fix the files or `classnames`") from None
-
-
-def check_backbones(cfg: dict) -> None:
-    """`datasets.<n>.model` names a backbone of `models`; `backdoor_from` a labelled dataset."""
-    datasets = cfg["datasets"]
-    for name, ds in datasets.items():
-        if ds.get("model") and ds["model"] not in cfg["models"]:
-            raise ConfigError(f"config key `datasets.{name}.model`: unknown backbone "
-                              f"{ds['model']!r}; define it under `models` (known: "
-                              f"{', '.join(cfg['models']) or 'none'})")
-        src = ds.get("backdoor_from")
-        if src is None:
-            continue
-        if src not in datasets or src == name or datasets[src].get("backdoor_from"):
-            owners = [n for n in datasets if not datasets[n].get("backdoor_from")]
-            raise ConfigError(f"config key `datasets.{name}.backdoor_from`: {src!r} must be "
-                              "another dataset that trains its own backdoored models; defined: "
-                              + ", ".join(owners))
-        if any(ds.get(k) != datasets[src].get(k) for k in ("model", "target")):
-            raise ConfigError(f"config key `datasets.{name}.backdoor_from`: {name} and {src} must "
-                              "share `model` and `target` to share backdoored models")
-    for b, block in enumerate(cfg["grid"]):
-        for i, name in enumerate(block["datasets"]):
-            if datasets[name]["kind"] in CAPTION_KINDS:
-                raise ConfigError(f"config key `grid[{b}].datasets[{i}]`: {name} is a caption "
-                                  "corpus without classes; use it in backdoor.datasets or as "
-                                  "defense_params.tune_dataset (CleanCLIP), not as an "
-                                  "evaluated dataset")
-
-
-def missing_paths(cfg: dict) -> list[str]:
-    """One message per missing path (dataset files/folders, weight files): keys naming it + fix."""
-    from clipbd.data import missing_paths as dataset_missing
-
-    found: list[tuple[str, str, str]] = []
-    for name, ds in cfg["datasets"].items():
-        found.extend(dataset_missing(name, ds))
-    weights = [("model", cfg["model"]["weights"])]
-    weights += [(f"models.{n}", m["weights"]) for n, m in cfg["models"].items()]
-    for key, path in weights:
-        if path and not Path(path).is_file():
-            found.append((f"{key}.weights", path, "point it at a local clipbd safetensors "
-                          f"file and put its sha256sum under `{key}.sha256` (convert the "
-                          "file you hold once: python -m clipbd import-weights --help)"))
-    keys: dict[tuple[str, str], list[str]] = {}
-    for key, path, fix in found:  # one message per path, naming every key that uses it
-        keys.setdefault((path, fix), []).append(key)
-    out = []
-    for (path, fix), ks in keys.items():
-        named = ", ".join(f"`{k}`" for k in ks)
-        out.append(f"{path} not found (config key{'s' if len(ks) > 1 else ''} {named}): {fix}")
-    return out
-
-
-def check_paths(cfg: dict) -> None:
-    """All missing paths in one error, before any job (skipped with plan_only: dry runs)."""
-    if cfg["plan_only"]:
-        return
-    missing = missing_paths(cfg)
-    if missing:
-        lines = "\n".join(f"  {i}. {m}" for i, m in enumerate(missing, 1))
-        raise ConfigError(f"{len(missing)} input path(s) missing; fix each below, or plan the "
-                          f"DAG without data with `--config plan_only=true`:\n{lines}")
 
 
 def cli_booleans(cfg: dict) -> dict:

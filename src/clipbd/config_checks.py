@@ -1,6 +1,8 @@
-"""Config checks against the models themselves: architecture names, weight checksums, weight
-files in clipbd's format with the architecture's activation, prompt depth vs the image
-encoder's blocks, text prompt length vs the text context length.
+"""Config checks against the models and files themselves: architecture names, weight
+checksums, weight files in clipbd's format with the architecture's activation, prompt depth
+vs the image encoder's blocks, text prompt length vs the text context length; backbones and
+`backdoor_from` references, the classes of datasets read from files, and every input path
+(all missing ones in one error).
 
 Called by `clipbd.config.resolve` after the schema and cross-key checks; each error names
 the config key and the fix, before any job starts.
@@ -166,3 +168,86 @@ def check_prompts(cfg: dict) -> None:
 def check_models(cfg: dict) -> None:
     check_weights(cfg)
     check_prompts(cfg)
+
+
+# ---- datasets read from files, backbones, and every path checked before any job ----
+
+
+def known_classes(name: str, ds: dict, plan_only: bool) -> list[str] | None:
+    """The dataset's classes; None where they cannot be known (files absent; caption CSVs)."""
+    from clipbd.data import CAPTION_KINDS, FILE_KINDS, dataset_classes, missing_paths
+
+    if ds["kind"] in CAPTION_KINDS:
+        return None
+    if ds["kind"] in FILE_KINDS and (plan_only or missing_paths(name, ds)):
+        return None  # check_paths reports the missing files; a dry run plans without them
+    try:
+        return dataset_classes(ds)
+    except (OSError, ValueError) as err:
+        raise _error(f"config key `datasets.{name}`: cannot read its classes: {err}; "
+                          "fix the files or `classnames`") from None
+
+
+def check_backbones(cfg: dict) -> None:
+    """`datasets.<n>.model` names a backbone of `models`; `backdoor_from` a labelled dataset."""
+    from clipbd.data import CAPTION_KINDS
+
+    datasets = cfg["datasets"]
+    for name, ds in datasets.items():
+        if ds.get("model") and ds["model"] not in cfg["models"]:
+            raise _error(f"config key `datasets.{name}.model`: unknown backbone "
+                              f"{ds['model']!r}; define it under `models` (known: "
+                              f"{', '.join(cfg['models']) or 'none'})")
+        src = ds.get("backdoor_from")
+        if src is None:
+            continue
+        if src not in datasets or src == name or datasets[src].get("backdoor_from"):
+            owners = [n for n in datasets if not datasets[n].get("backdoor_from")]
+            raise _error(f"config key `datasets.{name}.backdoor_from`: {src!r} must be "
+                              "another dataset that trains its own backdoored models; defined: "
+                              + ", ".join(owners))
+        if any(ds.get(k) != datasets[src].get(k) for k in ("model", "target")):
+            raise _error(f"config key `datasets.{name}.backdoor_from`: {name} and {src} must "
+                              "share `model` and `target` to share backdoored models")
+    for b, block in enumerate(cfg["grid"]):
+        for i, name in enumerate(block["datasets"]):
+            if datasets[name]["kind"] in CAPTION_KINDS:
+                raise _error(f"config key `grid[{b}].datasets[{i}]`: {name} is a caption "
+                                  "corpus without classes; use it in backdoor.datasets or as "
+                                  "defense_params.tune_dataset (CleanCLIP), not as an "
+                                  "evaluated dataset")
+
+
+def missing_paths(cfg: dict) -> list[str]:
+    """One message per missing path (dataset files/folders, weight files): keys naming it + fix."""
+    from clipbd.data import missing_paths as dataset_missing
+
+    found: list[tuple[str, str, str]] = []
+    for name, ds in cfg["datasets"].items():
+        found.extend(dataset_missing(name, ds))
+    weights = [("model", cfg["model"]["weights"])]
+    weights += [(f"models.{n}", m["weights"]) for n, m in cfg["models"].items()]
+    for key, path in weights:
+        if path and not Path(path).is_file():
+            found.append((f"{key}.weights", path, "point it at a local clipbd safetensors "
+                          f"file and put its sha256sum under `{key}.sha256` (convert the "
+                          "file you hold once: python -m clipbd import-weights --help)"))
+    keys: dict[tuple[str, str], list[str]] = {}
+    for key, path, fix in found:  # one message per path, naming every key that uses it
+        keys.setdefault((path, fix), []).append(key)
+    out = []
+    for (path, fix), ks in keys.items():
+        named = ", ".join(f"`{k}`" for k in ks)
+        out.append(f"{path} not found (config key{'s' if len(ks) > 1 else ''} {named}): {fix}")
+    return out
+
+
+def check_paths(cfg: dict) -> None:
+    """All missing paths in one error, before any job (skipped with plan_only: dry runs)."""
+    if cfg["plan_only"]:
+        return
+    missing = missing_paths(cfg)
+    if missing:
+        lines = "\n".join(f"  {i}. {m}" for i, m in enumerate(missing, 1))
+        raise _error(f"{len(missing)} input path(s) missing; fix each below, or plan the "
+                          f"DAG without data with `--config plan_only=true`:\n{lines}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,11 +20,12 @@ from clipbd import numerics
 
 PKG = Path(__file__).resolve().parent
 
-# What every job runs. Left out on purpose: cli.py (argument parsing), config.py,
-# config_overrides.py and config_checks.py (validation before any job), audit/ (its rule
-# has no outputs and always runs), and the registries' __init__ files. A method's
-# `<module>.schema.yaml` is no code: it validates the config, whose values each job hashes.
-CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py", "steps.py",
+# What every job runs, whatever its verb. Left out on purpose: the command line (cli.py,
+# verbs/__init__.py: argument parsing), config.py, config_overrides.py and config_checks.py
+# (validation before any job), audit/ (its rule has no outputs and always runs), and the
+# registries' __init__ files. A method's `<module>.schema.yaml` is no code: it validates the
+# config, whose values each job hashes.
+CORE = ("__init__.py", "_compat.py", "artifacts.py", "registry.py",
         "data/__init__.py", "data/store.py", "data/rows.py", "data/entries.py",
         "data/decode.py", "data/corpus.py", "train/curve.py")
 NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like threads
@@ -34,32 +36,32 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
                "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
                "audit/recompute.py",
                "attacks/__init__.py", "defenses/__init__.py", "report/__init__.py",
-               "train/__init__.py",
-               "models/convert.py")  # import-weights: run by hand before a study, no job
-MODELS = ("models/__init__.py", "models/clip.py", "models/zeroshot.py",
-          "models/configs/clipbd-tiny-vit.json")
-TRAIN = ("train/contrastive.py", "train/optim.py", "train/schedule.py", "train/state.py",
-         "data/captions.py")
-STAGES: dict[str, tuple[str, ...]] = {
-    "prepare": ("data/fashion_mnist.py", "data/synthetic.py", "data/image_folder.py",
-                "data/caption_csv.py", "data/classnames.py", "data/webdataset.py"),
-    "pretrain": MODELS + TRAIN,
-    "trigger": ("attacks/base.py",),
-    "learn_trigger": MODELS + ("attacks/base.py",),
-    "poison": ("attacks/base.py", "poison.py", "data/captions.py"),
-    "backdoor": MODELS + TRAIN,
-    "fewshot": ("data/fewshot.py",),
-    "defend": MODELS + ("defenses/base.py",),
-    "evaluate": MODELS + ("defenses/base.py", "metrics.py", "evaluate.py", "features.py"),
-    "features": MODELS + ("features.py",),
-    "aggregate": ("report/aggregate.py",),
-    "figure": ("report/figures.py", "report/tables.py"),
-    "loss_curves": ("report/loss_curves.py",),
-    "gallery": ("report/gallery.py",),
-    "probe": MODELS + ("models/visual_prompt.py", "report/gallery.py", "report/probe.py"),
-    "paper": ("report/paper.py", "report/plan.py", "report/tables.py", "report/curves.py",
-              "report/probe_figures.py", "report/tsne.py", "report/compute.py"),
-}
+               "train/__init__.py", "verbs/__init__.py",
+               "verbs/audit.py",  # always runs
+               "verbs/import_weights.py", "models/convert.py")  # run by hand before a study
+# Files a module reads that are no Python (the packaged model configs open_clip reads).
+DATA_FILES = {"models/clip.py": ("models/configs/clipbd-tiny-vit.json",)}
+# Registry packages: their __init__ is passed through (not hashed) to the base and registry.
+MODULE_NAME = re.compile(r"clipbd(\.\w+)+")
+TRANSPARENT = ("attacks/__init__.py", "defenses/__init__.py", "supervised/defenses/__init__.py")
+
+
+def stage_files(stage: str) -> tuple[str, ...]:
+    """The files of a job of `stage` (a verb module, `verbs/<stage>.py`): that module and every
+    package file it imports, transitively, with the data files they read (sorted)."""
+    return _stage_files(stage)
+
+
+@lru_cache(maxsize=None)
+def _stage_files(stage: str) -> tuple[str, ...]:
+    rel = f"verbs/{stage}.py"
+    if not (PKG / rel).is_file():
+        raise KeyError(f"no verb module {rel} for the fingerprint stage {stage!r}")
+    found = closure(rel)
+    for mod, data in DATA_FILES.items():
+        if mod in found:
+            found |= set(data)
+    return tuple(sorted(found))
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -88,7 +90,7 @@ def _file_hash(rel: str) -> str:
 def fingerprint(stage: str, *extra_files: str) -> str:
     """sha256 over the stage's files plus `extra_files` (paths relative to the package), and
     the numerics settings (which kernels run: `clipbd.numerics`)."""
-    files = sorted(set(CORE + STAGES[stage] + tuple(f for f in extra_files if f)))
+    files = sorted(set(CORE + stage_files(stage) + tuple(f for f in extra_files if f)))
     h = hashlib.sha256(numerics.token().encode() + b"\n")
     for rel in files:
         h.update(rel.encode() + b"\0" + _file_hash(rel).encode() + b"\n")
@@ -106,7 +108,8 @@ def method_file(kind: str, name: str) -> str:
 
 
 def _clipbd_imports(rel: str) -> set[str]:
-    """Package files that `rel` imports (`import clipbd.x`, `from clipbd.x import y`)."""
+    """Package files that `rel` imports (`import clipbd.x`, `from clipbd.x import y`, or a
+    string that is a module's full name: what `importlib` imports later)."""
     found = set()
     for node in ast.walk(ast.parse((PKG / rel).read_text())):
         names = []
@@ -114,6 +117,9 @@ def _clipbd_imports(rel: str) -> set[str]:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and MODULE_NAME.fullmatch(node.value):
+            names = [node.value]  # a lazy import by name (clipbd.models, clipbd.data readers)
         for mod in names:
             if not mod.startswith("clipbd."):
                 continue
@@ -121,6 +127,8 @@ def _clipbd_imports(rel: str) -> set[str]:
             for cand in (base.with_suffix(".py"), base / "__init__.py"):
                 if cand.is_file():
                     found.add(str(cand.relative_to(PKG)))
+    for init in found & set(TRANSPARENT) - {rel}:
+        found |= _clipbd_imports(init)
     return found - set(NOT_IN_JOBS)
 
 

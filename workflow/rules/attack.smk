@@ -84,7 +84,7 @@ rule poison_test:
         f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/test.safetensors",
     params:
         cfg=attack_cfg,
-        code=code_for("poison", "attack"),
+        code=code_for("poison_test", "attack"),
     conda:
         ENV
     log:

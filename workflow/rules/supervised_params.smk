@@ -3,7 +3,6 @@
 
 if "supervised" in config:
     from clipbd.supervised import grid as sup_grid
-    from clipbd.supervised.cli import code_files, fingerprint as sup_fingerprint
 
     SUP = config["supervised"]
     SUP_RUNS = sup_grid.expand(config)
@@ -35,8 +34,8 @@ if "supervised" in config:
 
     def sup_code(stage):
         def code(wildcards):
-            return sup_fingerprint(*code_files(stage, getattr(wildcards, "attack", ""),
-                                               getattr(wildcards, "defense", "")))
+            return sup_grid.code(stage, getattr(wildcards, "attack", ""),
+                                 getattr(wildcards, "defense", ""))
 
         code.__name__ = f"sup_code_{stage}"
         return code

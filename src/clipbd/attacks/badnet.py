@@ -35,6 +35,7 @@ def wrap_bytes(v: torch.Tensor) -> torch.Tensor:
 class BadNet(Attack):
     title = "BadNet"
     order = 1
+
     def bound(self, v: torch.Tensor) -> torch.Tensor:
         mode = self.cfg.get("noise_overflow", "clamp")
         if mode == "clamp":

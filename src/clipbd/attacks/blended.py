@@ -18,6 +18,7 @@ from clipbd.attacks.base import Attack
 class Blended(Attack):
     title = "Blended"
     order = 2
+
     def make_trigger(self, seed: int) -> dict[str, torch.Tensor]:
         s = self.image_size
         g = torch.Generator().manual_seed(seed)

@@ -21,6 +21,7 @@ from clipbd.attacks.base import Attack
 class SIG(Attack):
     title = "SIG"
     order = 3
+
     def make_trigger(self, seed: int) -> dict[str, torch.Tensor]:
         """The signal [1,S,S]; deterministic (the seed is unused) but stored like any trigger."""
         s = self.image_size

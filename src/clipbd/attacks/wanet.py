@@ -23,6 +23,7 @@ from clipbd.attacks.base import Attack
 class WaNet(Attack):
     title = "WaNet"
     order = 5
+
     def make_trigger(self, seed: int) -> dict[str, torch.Tensor]:
         s = self.image_size
         k = self.cfg["k"] or s

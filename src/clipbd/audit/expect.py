@@ -12,7 +12,6 @@ from pathlib import Path
 from clipbd.fingerprint import defend_files, fingerprint, method_files
 from clipbd.grid import real_trigger, resolved_params
 
-STAGE = {"poison_test": "poison"}  # sidecar step -> fingerprint stage, where they differ
 ATTACK_STEPS = ("trigger", "learn_trigger", "poison", "poison_test")
 DEFENSE_STEPS = ("defend", "evaluate")
 GLOBAL_KEYS = ("model", "pretrain", "backdoor", "seed", "image_size", "eval_batch_size")
@@ -36,7 +35,7 @@ def method(step: str, cfg: dict) -> tuple[str, str] | None:
 
 def code(step: str, cfg: dict) -> str | None:
     """The fingerprint the current sources give this step (None: step unknown here)."""
-    stage = STAGE.get(step, step)
+    stage = step  # a sidecar's step is its verb module (clipbd.fingerprint.stage_files)
     try:
         m = method(step, cfg)
         if step == "defend" and m:

@@ -31,6 +31,18 @@ class DefenseContext:
         return ZeroShotHead(feats, self.model.logit_scale)
 
 
+def run_context(cfg: dict, model: torch.nn.Module, arch: str, dataset: str | None = None,
+                train: ImageSet | None = None) -> DefenseContext:
+    """The context of a `defend`/`evaluate` job: `dataset`'s classes and prompts (default the
+    evaluated one), the model's tokenizer, the run's seed."""
+    from clipbd import models
+    from clipbd.data import dataset_classes
+
+    ds = cfg["datasets"][dataset or cfg["dataset"]]
+    return DefenseContext(model, models.tokenizer(arch), dataset_classes(ds), ds["templates"],
+                          cfg["run_seed"], train)
+
+
 class Defense:
     """Facts about a defense live on its class: the grid, the config checks, the probe and the
     paper tables read them, never a list."""

@@ -198,6 +198,7 @@ def invert_text_key(model, prompt, clean: torch.Tensor, triggered: torch.Tensor,
 class CBPT(CoOp):
     title = "CBPT"
     order = 6
+
     def fit(self, ctx, fewshot):
         cfg = self.cfg
         weights = {k: cfg[k] for k in WEIGHTS}

@@ -97,6 +97,7 @@ class CleanCLIP(Defense):
     title = "CleanCLIP"
     order = 1
     transfers = True  # the delta does not depend on the classes
+
     def steps(self, n: int) -> tuple[int, int]:
         """(steps, batch size) for `n` pairs: `steps` if set, else `epochs` full passes."""
         bs = min(self.cfg["batch_size"], n)

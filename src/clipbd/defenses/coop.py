@@ -80,6 +80,7 @@ class CoOp(Defense):
     order = 5
     text_context = "n_ctx"
     frozen_image = True  # text side only: evaluated from cached image features
+
     def prompt(self, ctx, generator=None, context=None) -> TextPrompt:
         if context is not None:
             return TextPrompt(ctx.model, ctx.tokenizer, ctx.classes, context.shape[-2],

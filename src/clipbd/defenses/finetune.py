@@ -25,6 +25,7 @@ class FineTune(Defense):
     title = "FT"
     order = 7
     transfers = True  # the delta does not depend on the classes
+
     def fit(self, ctx, fewshot):
         c = self.cfg
         model = trainable_copy(ctx.model, (VISUAL,))

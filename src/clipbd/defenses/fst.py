@@ -70,6 +70,7 @@ class FeatureShiftTuning(Defense):
     title = "FST"
     order = 8
     text_encoder = False  # a linear head on the tuned features replaces the text side
+
     def fit(self, ctx, fewshot):
         c = self.cfg
         zs = ctx.zero_shot_head()

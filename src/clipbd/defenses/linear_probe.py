@@ -22,6 +22,7 @@ class LinearProbe(Defense):
     order = 2
     text_encoder = False  # a linear head replaces the text side
     frozen_image = True  # a head on the frozen encoder: evaluated from cached image features
+
     def _head(self, dim: int, n_classes: int) -> torch.nn.Linear:
         return torch.nn.Linear(dim, n_classes)
 

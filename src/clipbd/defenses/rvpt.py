@@ -44,6 +44,7 @@ def feature_repulsion(prompted: torch.Tensor | Sequence[torch.Tensor],
 class RVPT(VPT):
     title = "RVPT"
     order = 3
+
     def repels(self) -> bool:
         return self.cfg["alpha"] != 0
 

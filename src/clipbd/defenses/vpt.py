@@ -79,6 +79,7 @@ class VPT(Defense):
     prompt_depth = "depth"
     probe = True
     transfers = True  # the delta does not depend on the classes
+
     def blocks(self, visual) -> list[int]:
         n_layers = len(visual.transformer.resblocks)
         return prompted_blocks(n_layers, self.cfg["depth"], self.cfg["depth_from"],

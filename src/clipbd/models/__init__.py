@@ -5,13 +5,14 @@ names below load it on first use, so `clipbd.models.zeroshot` alone stays light.
 """
 import importlib
 
-_HOME = {"create": "clip", "load_checkpoint": "clip", "load_pretrained": "clip",
-         "save_checkpoint": "clip", "tokenizer": "clip", "Classifier": "zeroshot",
-         "ZeroShotHead": "zeroshot", "class_text_features": "zeroshot"}
+CLIP, ZEROSHOT = "clipbd.models.clip", "clipbd.models.zeroshot"  # (fingerprints read these names)
+_HOME = {"create": CLIP, "load_checkpoint": CLIP, "load_pretrained": CLIP,
+         "save_checkpoint": CLIP, "tokenizer": CLIP, "Classifier": ZEROSHOT,
+         "ZeroShotHead": ZEROSHOT, "class_text_features": ZEROSHOT}
 __all__ = list(_HOME)
 
 
 def __getattr__(name):
     if name not in _HOME:
         raise AttributeError(f"module 'clipbd.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"clipbd.models.{_HOME[name]}"), name)
+    return getattr(importlib.import_module(_HOME[name]), name)

@@ -13,6 +13,6 @@ projection from clipbd.defenses.fst, the training loop from clipbd.train.supervi
     label_consistent.py the label-consistent trigger + PGD perturbation
     poison.py           poisoned training set, triggered test images, tuning-set draw
     defenses/           one file per defense behind a registry
-    steps.py            sup-trigger, sup-train, sup-defend, sup-report
+    steps.py            what the verbs sup-trigger, sup-train, sup-defend do (clipbd.verbs)
     report.py           table (CSV + Markdown) and figures
 """

@@ -89,3 +89,19 @@ def defend_cfg(cfg: dict, dataset: str, attack: str, rate: str, defense: str, dv
 
 def main_alpha(cfg: dict) -> float:
     return float(defense_params(cfg["supervised"], "fst", {})["alpha"])
+
+
+def code(stage: str, attack: str = "", defense: str = "") -> str:
+    """The code fingerprint of a supervised job: its verb (`sup-<stage>`), its attack's and its
+    defense's files, each with what it imports (clipbd.fingerprint)."""
+    from pathlib import Path
+
+    from clipbd import fingerprint as fp
+    from clipbd.supervised import attacks
+
+    files = []
+    if attack:
+        files.append(str(Path(attacks.source_file(attack)).resolve().relative_to(fp.PKG)))
+    if defense:
+        files.append(str(Path(REGISTRY.module_file(defense)).resolve().relative_to(fp.PKG)))
+    return fp.fingerprint(f"sup_{stage}", *sorted(fp.closure(*files)))
