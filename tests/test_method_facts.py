@@ -38,10 +38,11 @@ def test_every_method_is_in_the_paper_tables(kind, name):
 
 
 def test_table_order_is_the_classes_order():
-    assert list(paper.ATTACK) == ["badnet", "blended", "sig", "ssba", "wanet", "trojvqa",
-                                  "badclip"]
-    assert list(paper.DEFENSE) == ["none", "cleanclip", "linear_probe", "rvpt", "vpt", "coop",
-                                   "cbpt", "ft", "fst"]
+    # the papers' methods in the papers' order; a method without an `order` comes after them
+    attacks_ = ["badnet", "blended", "sig", "ssba", "wanet", "trojvqa", "badclip"]
+    defenses_ = ["none", "cleanclip", "linear_probe", "rvpt", "vpt", "coop", "cbpt", "ft", "fst"]
+    assert list(paper.ATTACK)[:len(attacks_)] == attacks_
+    assert list(paper.DEFENSE)[:len(defenses_)] == defenses_
 
 
 @pytest.mark.parametrize("name", defenses.REGISTRY.names())
@@ -53,13 +54,15 @@ def test_prompt_parameters_named_on_a_class_are_in_its_schema(name):
 
 
 def test_facts_read_by_the_grid_checks_and_probe():
-    facts = {n: c for n, c in defenses.REGISTRY.classes().items()}
+    known = ["none", "cleanclip", "linear_probe", "rvpt", "vpt", "coop", "cbpt", "ft", "fst"]
+    facts = {n: defenses.REGISTRY.get(n) for n in known}
     assert [n for n, c in facts.items() if c.vit_only] == ["rvpt", "vpt"]
     assert [n for n, c in facts.items() if c.prompt_depth] == ["rvpt", "vpt"]
     assert [n for n, c in facts.items() if c.text_context] == ["coop", "cbpt"]
     assert [n for n, c in facts.items() if c.probe] == ["none", "rvpt", "vpt"]
     assert [n for n, c in facts.items() if not c.text_encoder] == ["linear_probe", "fst"]
-    assert [n for n, c in attacks.REGISTRY.classes().items() if c.dual_key] == ["trojvqa"]
+    assert [n for n in ("badnet", "blended", "sig", "ssba", "wanet", "trojvqa", "badclip")
+            if attacks.REGISTRY.get(n).dual_key] == ["trojvqa"]
 
 
 def test_an_unknown_hyperparameter_names_the_method_block():

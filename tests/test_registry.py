@@ -14,13 +14,15 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "clipbd"
 
 
 def test_attack_names():
+    # the papers' methods are all there (a new module adds itself: no list to keep exact)
     names = attacks.REGISTRY.names()
-    assert names == ATTACKS
+    assert names == sorted(names) and set(ATTACKS) <= set(names)
     assert attacks.REGISTRY.kind == "attack"
 
 
-def test_defense_names_exact():
-    assert defenses.REGISTRY.names() == DEFENSES
+def test_defense_names():
+    names = defenses.REGISTRY.names()
+    assert names == sorted(names) and set(DEFENSES) <= set(names)
 
 
 @pytest.mark.parametrize("reg,name,cls_name,base", [
@@ -73,8 +75,11 @@ def test_register_twice_on_real_registry_leaves_it_intact():
 
     with pytest.raises(ValueError, match="defense 'none' is registered twice"):
         defenses.register("none")(Impostor)
+    names = defenses.REGISTRY.names()
     assert defenses.REGISTRY.get("none") is before
-    assert defenses.REGISTRY.names() == DEFENSES
+    with pytest.raises(ValueError):
+        defenses.register("none")(Impostor)
+    assert defenses.REGISTRY.names() == names
 
 
 def test_a_new_module_is_found_without_any_list(tmp_path, monkeypatch):
