@@ -20,6 +20,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[setup] installing Python packages into .venv (CPU torch 2.13.0)"
   .venv/bin/pip install -q -r requirements.lock
   .venv/bin/pip install -q --no-deps -e .
-  .venv/bin/pip install -q ruff==0.17.6  # the linter scripts/test.sh runs (not a job dependency)
+  # the linters scripts/test.sh runs (not job dependencies): ruff, snakefmt (+ its black)
+  .venv/bin/pip install -q ruff==0.17.6 snakefmt==2.1.0 black==26.10.1
   echo "$WANT" > "$STAMP"
 fi

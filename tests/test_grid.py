@@ -51,9 +51,9 @@ def test_full_grid_is_every_attack_by_every_defense():
     # 8 models (clean + 7 attacks) x 9 defenses, less TrojVQA x {linear probe, FST}, plus
     # CBPT with each attack's real trigger (the oracle ablation)
     assert len(runs) == 8 * 9 - 2 + 7
-    oracle = [r for r in runs if r.dvar != "default"]
+    oracle = [r for r in runs if r.defense_variant != "default"]
     assert {r.attack for r in oracle} == ATTACKS and {r.defense for r in oracle} == {"cbpt"}
-    assert {r.dvar for r in oracle} == {"oracle_trigger~true"}
+    assert {r.defense_variant for r in oracle} == {"oracle_trigger~true"}
     assert {r.attack for r in runs} == ATTACKS | {"clean"}
     assert ("trojvqa", "linear_probe") not in {(r.attack, r.defense) for r in runs}
     assert {r.shots for r in runs if r.defense != "none"} == {16}
@@ -67,7 +67,7 @@ def test_small_grid_has_four_runs(cfg):
     assert _tuples(runs) == [("badnet", "linear_probe", 16, 0), ("badnet", "none", 0, 0),
                              ("clean", "linear_probe", 16, 0), ("clean", "none", 0, 0)]
     assert {r.dataset for r in runs} == {"fmnist"}
-    assert {(r.avar, r.dvar) for r in runs} == {("default", "default")}
+    assert {(r.attack_variant, r.defense_variant) for r in runs} == {("default", "default")}
 
 
 def test_defense_none_ignores_shots_and_evaluates_each_seeds_backdoor(cfg):
@@ -117,8 +117,8 @@ def test_attack_params_make_variants(cfg):
     badnet = [r for r in runs if r.attack == "badnet"]
     clean = [r for r in runs if r.attack == "clean"]
     assert len(badnet) == 4 and len(clean) == 2 and len(runs) == 6
-    assert sorted({r.avar for r in badnet}) == ["poison_rate~0.01", "poison_rate~0.05"]
-    assert {r.avar for r in clean} == {"default"}
+    assert sorted({r.attack_variant for r in badnet}) == ["poison_rate~0.01", "poison_rate~0.05"]
+    assert {r.attack_variant for r in clean} == {"default"}
     assert len({r.key for r in runs}) == 6
 
 
@@ -129,10 +129,10 @@ def test_params_product_and_defense_params(cfg):
     runs = grid.expand(cfg)
     bl = [r for r in runs if r.attack == "badnet" and r.defense == "linear_probe"]
     assert len(bl) == 4 * 3
-    assert "location~center,poison_rate~0.05" in {r.avar for r in bl}
-    assert {r.dvar for r in bl} == {"lr~0.1", "lr~0.01", "lr~0.001"}
+    assert "location~center,poison_rate~0.05" in {r.attack_variant for r in bl}
+    assert {r.defense_variant for r in bl} == {"lr~0.1", "lr~0.01", "lr~0.001"}
     # `none` owns no `lr`: its runs keep the default defense variant
-    assert {r.dvar for r in runs if r.defense == "none"} == {"default"}
+    assert {r.defense_variant for r in runs if r.defense == "none"} == {"default"}
     assert len(runs) == 12 + 4 + 3 + 1
 
 
@@ -189,10 +189,10 @@ def test_resolved_params(cfg):
 def test_tuning_options_make_variants_of_trained_defenses_only(cfg):
     cfg["grid"][0]["defense_params"] = {"without_target_class": [False, True]}
     runs = grid.expand(cfg)
-    probe = sorted(r.dvar for r in runs if r.defense == "linear_probe")
+    probe = sorted(r.defense_variant for r in runs if r.defense == "linear_probe")
     assert probe == ["without_target_class~false", "without_target_class~false",
                      "without_target_class~true", "without_target_class~true"]
-    assert {r.dvar for r in runs if r.defense == "none"} == {"default"}
+    assert {r.defense_variant for r in runs if r.defense == "none"} == {"default"}
     assert grid.resolved_params(cfg, "defense", "linear_probe",
                                 "without_target_class~true")["without_target_class"] is True
 
@@ -205,7 +205,7 @@ def test_tune_dataset_only_for_defenses_that_transfer(cfg, monkeypatch):
 
     monkeypatch.setattr(LinearProbe, "transfers", True)
     runs = grid.expand(cfg)
-    assert {r.dvar for r in runs if r.defense == "linear_probe"} == {"tune_dataset~shapes"}
+    assert {r.defense_variant for r in runs if r.defense == "linear_probe"} == {"tune_dataset~shapes"}
     same = dict(cfg, grid=[dict(cfg["grid"][0], defense_params={"tune_dataset": ["fmnist"]})])
     monkeypatch.setattr(LinearProbe, "transfers", False)
     assert len(grid.expand(same)) == 4  # tuning on the evaluated dataset is always valid

@@ -45,7 +45,7 @@ def test_paper_grid_expands_to_every_table(tmp_path):
     assert {r.defense for r in runs if r.dataset == "imagenet_rn50"} == {
         "none", "linear_probe", "coop", "cbpt"}
     # CleanCLIP tunes on the CC3M corpus, at 3e-6 for WaNet and ISSBA (RVPT C.2)
-    clean = {(r.dataset, r.attack, r.dvar) for r in runs if r.defense == "cleanclip"}
+    clean = {(r.dataset, r.attack, r.defense_variant) for r in runs if r.defense == "cleanclip"}
     assert ("imagenet", "wanet", "lr~3e-06,tune_dataset~cc3m") in clean
     assert ("imagenet", "badclip", "tune_dataset~cc3m") in clean
     assert {r.shots for r in runs if r.defense == "cbpt"} == {1, 2, 4, 8, 16}
@@ -58,7 +58,7 @@ def test_paper_uses_the_lineage_settings(tmp_path):
     assert cfg["datasets"]["imagenet"]["templates"] == ["a photo of a {}."]  # eval prompt apart
     assert cfg["attacks"]["badnet"]["noise_overflow"] == "wrap"
     runs = grid.expand(cfg)
-    assert {r.defense for r in runs if r.avar == "fixed_pattern~false"} == {
+    assert {r.defense for r in runs if r.attack_variant == "fixed_pattern~false"} == {
         "none", "rvpt", "cleanclip"}
     cbpt = cfg["defenses"]["cbpt"]
     assert cbpt["global_mask_weight"] == 1.0 and cbpt["text_key_tokens"] == 2

@@ -5,9 +5,9 @@ from clipbd.report.figures import markdown, matrices
 from clipbd.report.tables import STD_NOTE
 
 
-def _row(attack, defense, shots, asr, ca, seed=0, dvar="default"):
+def _row(attack, defense, shots, asr, ca, seed=0, defense_variant="default"):
     return {"dataset": "d", "attack": attack, "defense": defense, "shots": shots, "seed": seed,
-            "asr": asr, "ca": ca, "attack_variant": "default", "defense_variant": dvar}
+            "asr": asr, "ca": ca, "attack_variant": "default", "defense_variant": defense_variant}
 
 
 def test_matrix_cells_average_and_missing_runs():
@@ -17,7 +17,7 @@ def test_matrix_cells_average_and_missing_runs():
         _row("a1", "rvpt", 16, 0.02, 0.82), _row("a1", "rvpt", 16, 0.04, 0.80, seed=1),
         _row("a2", "rvpt", 16, 0.00, 0.86),
         _row("a1", "lp", 16, 0.50, 0.70),  # lp x a2 absent
-        _row("a2", "rvpt", 16, 0.99, 0.10, dvar="alpha~0"),  # a variant: not in the matrix
+        _row("a2", "rvpt", 16, 0.99, 0.10, defense_variant="alpha~0"),  # a variant: not in the matrix
     ])
     (table,) = matrices(df)
     lines = table.strip().splitlines()

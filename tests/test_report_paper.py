@@ -18,17 +18,17 @@ from conftest import ROOT
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _row(attack, defense, shots, asr, ca, seed=0, dvar="default", pa=None, **extra):
+def _row(attack, defense, shots, asr, ca, seed=0, defense_variant="default", pa=None, **extra):
     return {"dataset": "d", "attack": attack, "defense": defense, "shots": shots, "seed": seed,
             "asr": asr, "ca": ca, "pa": pa, "attack_variant": "default",
-            "defense_variant": dvar, **extra}
+            "defense_variant": defense_variant, **extra}
 
 
 def test_renderer_cells_missing_runs_seeds_and_formats(tmp_path):
     df = pd.DataFrame([
         _row("a1", "none", 0, 1.0, 0.80), _row("a2", "none", 0, 0.90, 0.84),
         _row("a1", "rvpt", 16, 0.02, 0.82), _row("a1", "rvpt", 16, 0.04, 0.80, seed=1),
-        _row("a2", "rvpt", 16, 0.99, 0.10, dvar="alpha~0"),  # a variant: not a default cell
+        _row("a2", "rvpt", 16, 0.99, 0.10, defense_variant="alpha~0"),  # a variant: not a default cell
     ])
     spec = tables.TableSpec("t", "Title 50%", [("No defense", {"defense": "none"}),
                                                 ("RVPT", {"defense": "rvpt"})],
@@ -155,11 +155,11 @@ def _metrics_jsons(tmp_path, runs):
     paths = []
     for i, r in enumerate(runs):
         row = {"dataset": r.dataset, "attack": r.attack, "defense": r.defense, "shots": r.shots,
-               "seed": r.seed, "attack_variant": r.avar, "defense_variant": r.dvar,
+               "seed": r.seed, "attack_variant": r.attack_variant, "defense_variant": r.defense_variant,
                "ca": round(0.5 + (i % 37) / 100, 6), "asr": None if r.attack == "clean"
                else round((i * 7 % 97) / 100, 6), "pa": None if r.attack == "clean"
                else round((i * 3 % 89) / 100, 6), "asr_all": None,
-               **grid.decode_variant(r.avar), **grid.decode_variant(r.dvar)}
+               **grid.decode_variant(r.attack_variant), **grid.decode_variant(r.defense_variant)}
         path = tmp_path / "metrics" / r.key / "metrics.json"
         write_json(path, {"metrics": row})
         paths.append(str(path))
@@ -220,7 +220,7 @@ def test_averages_follow_the_cells(tmp_path):
 
 
 def test_sweep_figure_draws_the_varied_panels_only(tmp_path, caplog):
-    rows = [_row(a, "rvpt", 16, asr, 0.8, dvar=f"alpha~{al}", alpha=al)
+    rows = [_row(a, "rvpt", 16, asr, 0.8, defense_variant=f"alpha~{al}", alpha=al)
             for a, base in (("badnet", 0.2), ("blended", 0.4))
             for al, asr in ((0.5, base), (2.0, base / 2), (4.0, base / 4))]
     df = pd.DataFrame(rows)

@@ -3,7 +3,8 @@
 All edits are made in a fresh clone of a pushed tiny study after scripts/dvc_pull.sh
 (tests/dvc_util.py): its files have new mtimes and its Snakemake metadata comes from the pull
 script only, the hardest case. The clone's src/ is what its workflow imports and fingerprints.
-Jobs are 'rule:wildcards', e.g. 'defend:<dataset>/<attack>/<avar>/<defense>/<dvar>/<shots>/<seed>'.
+Jobs are 'rule:wildcards', e.g.
+'defend:<dataset>/<attack>/<attack_variant>/<defense>/<defense_variant>/<shots>/<seed>'.
 """
 from __future__ import annotations
 

@@ -43,15 +43,15 @@ def decode_variant(variant: str) -> dict:
 class Run:
     dataset: str
     attack: str
-    avar: str
+    attack_variant: str
     defense: str
-    dvar: str
+    defense_variant: str
     shots: int
     seed: int
 
     @property
     def key(self) -> str:
-        return (f"{self.dataset}/{self.attack}/{self.avar}/{self.defense}/{self.dvar}/"
+        return (f"{self.dataset}/{self.attack}/{self.attack_variant}/{self.defense}/{self.defense_variant}/"
                 f"shots~{self.shots}/seed~{self.seed}")
 
 
@@ -122,7 +122,7 @@ def _valid(cfg: dict, run: "Run") -> bool:
 
     if defenses.REGISTRY.get(run.defense).vit_only and "vit" not in arch(cfg, run.dataset).lower():
         return False
-    tune = decode_variant(run.dvar).get("tune_dataset")
+    tune = decode_variant(run.defense_variant).get("tune_dataset")
     return tune in (None, run.dataset) or _transfers(run.defense)
 
 
@@ -139,10 +139,10 @@ def expand(cfg: dict) -> list[Run]:
             trains = _trains(defense)
             shots = block["shots"] if trains else [0]
             seeds = block["seeds"] if trains or attack != CLEAN else [cfg["seed"]]
-            for avar in _variants(cfg, "attack", attack, block["attack_params"]):
-                for dvar in _variants(cfg, "defense", defense, block["defense_params"]):
+            for attack_variant in _variants(cfg, "attack", attack, block["attack_params"]):
+                for defense_variant in _variants(cfg, "defense", defense, block["defense_params"]):
                     for k, s in itertools.product(shots, seeds):
-                        run = Run(dataset, attack, avar, defense, dvar, k, s)
+                        run = Run(dataset, attack, attack_variant, defense, defense_variant, k, s)
                         if _valid(cfg, run):
                             runs[run.key] = run
     return list(runs.values())

@@ -5,45 +5,44 @@
 
 rule trigger:
     output:
-        f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/trigger.safetensors",
-    params:
-        cfg=attack_cfg,
-        code=code_for("trigger", "attack"),
-    conda:
-        ENV
+        f"{RESULTS}/triggers/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/trigger.safetensors",
     log:
-        "logs/trigger/{dataset}/{attack}/{avar}/seed~{seed}.log",
+        "logs/trigger/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     group:
         "trigger"
+    conda:
+        ENV
     resources:
         mem_mb=memory(2000),
         runtime=minutes(10),
         cpus_per_task=cpus_of,
+    params:
+        cfg=attack_cfg,
+        code=code_for("trigger", "attack"),
     shell:
-        "python -m clipbd trigger --cfg {params.cfg:q} --code {params.code} "
-        "--out {output} 2> {log}"
+        "python -m clipbd trigger --cfg {params.cfg:q} --code {params.code} " "--out {output} 2> {log}"
 
 
 rule learn_trigger:
     input:
         unpack(learn_trigger_inputs),
     output:
-        f"{R}/triggers/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/learned.safetensors",
-    params:
-        cfg=attack_cfg,
-        code=code_for("learn_trigger", "attack"),
-        splits=learn_trigger_splits,
-        model=learn_trigger_model,
-    threads: threads_of("learn_trigger")
+        f"{RESULTS}/triggers/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/learned.safetensors",
+    log:
+        "logs/learn_trigger/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:
         ENV
-    log:
-        "logs/learn_trigger/{dataset}/{attack}/{avar}/seed~{seed}.log",
+    threads: threads_of("learn_trigger")
     resources:
         gpu=1,
         mem_mb=memory(8000),
         runtime=minutes(120),
         cpus_per_task=cpus_of,
+    params:
+        cfg=attack_cfg,
+        code=code_for("learn_trigger", "attack"),
+        splits=learn_trigger_splits,
+        model=learn_trigger_model,
     shell:
         "python -m clipbd learn-trigger --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --model={params.model} --split {params.splits} "
@@ -55,15 +54,11 @@ rule poison:
         unpack(train_splits("backdoor")),
         trigger=trigger_for,
     output:
-        f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/train.safetensors",
-    params:
-        cfg=attack_cfg,
-        code=code_for("poison", "attack"),
-        splits=split_args("backdoor"),
+        f"{RESULTS}/poisoned/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/train.safetensors",
+    log:
+        "logs/poison/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:
         ENV
-    log:
-        "logs/poison/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         # The splits stay on disk (read a batch at a time) and the corpus is written as an index
         # into them: the job holds only the triggered rows (poisoned + image-only decoys:
@@ -71,6 +66,10 @@ rule poison:
         mem_mb=memory(8000),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
+    params:
+        cfg=attack_cfg,
+        code=code_for("poison", "attack"),
+        splits=split_args("backdoor"),
     shell:
         "python -m clipbd poison --cfg {params.cfg:q} --code {params.code} "
         "--trigger {input.trigger} --split {params.splits} --out {output} 2> {log}"
@@ -79,21 +78,21 @@ rule poison:
 rule poison_test:
     input:
         trigger=trigger_for,
-        test=f"{R}/data/{{dataset}}/test.safetensors",
+        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
     output:
-        f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/test.safetensors",
-    params:
-        cfg=attack_cfg,
-        code=code_for("poison_test", "attack"),
+        f"{RESULTS}/poisoned/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/test.safetensors",
+    log:
+        "logs/poison_test/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:
         ENV
-    log:
-        "logs/poison_test/{dataset}/{attack}/{avar}/seed~{seed}.log",
     resources:
         # no input_factor: the test split is read, triggered and written 1000 images at a time
         mem_mb=memory(4000),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
+    params:
+        cfg=attack_cfg,
+        code=code_for("poison_test", "attack"),
     shell:
         "python -m clipbd poison-test --cfg {params.cfg:q} --code {params.code} "
         "--trigger {input.trigger} --test {input.test} --out {output} 2> {log}"

@@ -4,14 +4,14 @@
 
 
 rule audit:
+    log:
+        "logs/audit.log",
     localrule: True
+    conda:
+        ENV
     params:
         cfg=audit_cfg,
         code=code_for("aggregate"),
-    conda:
-        ENV
-    log:
-        "logs/audit.log",
     shell:
         "python -m clipbd audit --cfg {params.cfg:q} --code {params.code} --root . "
         "--out-dir results/audit 2> {log}"

@@ -4,17 +4,17 @@ import json
 from clipbd.fingerprint import defend_files, fingerprint, method_files
 from clipbd.grid import backbone, real_trigger, resolved_params, decode_variant
 
-R = "results"
+RESULTS = "results"
 ENV = f"../../{config['conda_env']}"  # used with --software-deployment-method conda
-RUN = "{dataset}/{attack}/{avar}/{defense}/{dvar}/shots~{shots}/seed~{seed}"
+RUN = "{dataset}/{attack}/{attack_variant}/{defense}/{defense_variant}/shots~{shots}/seed~{seed}"
 
 
 wildcard_constraints:
     dataset="[^/]+",
     attack="[^/]+",
-    avar="[^/]+",
+    attack_variant="[^/]+",
     defense="[^/]+",
-    dvar="[^/]+",
+    defense_variant="[^/]+",
     shots=r"\d+",
     seed=r"\d+",
     backbone="[^/]+",
@@ -36,8 +36,14 @@ def final_targets(wildcards):
             return supervised
     galleries = [GALLERY[k].format(dataset=d) for d in attacked_datasets() for k in GALLERY]
     curves = {f"loss_curves_{k}": v for k, v in LOSS_CURVES.items()}
-    return {"metrics": all_metrics(wildcards), "galleries": galleries, **FIGURES, **curves,
-            "paper": f"{R}/paper/captions.md", **supervised}
+    return {
+        "metrics": all_metrics(wildcards),
+        "galleries": galleries,
+        **FIGURES,
+        **curves,
+        "paper": f"{RESULTS}/paper/captions.md",
+        **supervised,
+    }
 
 
 def attacked_datasets():
@@ -50,7 +56,7 @@ def first_variants(dataset):
     out = {}
     for run in RUNS:
         if run.dataset == dataset and run.attack != "clean" and run.attack not in out:
-            out[run.attack] = f"{R}/poisoned/{dataset}/{chain_of(run)}/test.safetensors"
+            out[run.attack] = f"{RESULTS}/poisoned/{dataset}/{chain_of(run)}/test.safetensors"
     return out
 
 
@@ -63,11 +69,11 @@ def gallery_args(wildcards):
 
 
 def all_metrics(wildcards):
-    return [f"{R}/metrics/{run.key}/metrics.json" for run in RUNS]
+    return [f"{RESULTS}/metrics/{run.key}/metrics.json" for run in RUNS]
 
 
 def split_path(name, split):
-    return f"{R}/data/{name}/{split}.safetensors"
+    return f"{RESULTS}/data/{name}/{split}.safetensors"
 
 
 def raw_inputs(wildcards):
@@ -109,18 +115,20 @@ def attack_class(name):
 
 # The attack chain (trigger, poisoning, backdoor) is on the seed axis: run seed s reads the
 # trigger, poisoned sets and backdoored model built with seed s (`ATTACK_CHAIN` paths).
-ATTACK_CHAIN = "{attack}/{avar}/seed~{seed}"
+ATTACK_CHAIN = "{attack}/{attack_variant}/seed~{seed}"
 
 
 def chain_of(wildcards):
-    """`attack/avar/seed~s` of a run or of an attack-chain job."""
-    return ATTACK_CHAIN.format(attack=wildcards.attack, avar=wildcards.avar, seed=wildcards.seed)
+    """`attack/attack_variant/seed~s` of a run or of an attack-chain job."""
+    return ATTACK_CHAIN.format(
+        attack=wildcards.attack, attack_variant=wildcards.attack_variant, seed=wildcards.seed
+    )
 
 
 def trigger_for(wildcards):
     name = "learned" if attack_class(wildcards.attack).learned else "trigger"
     src = backdoor_source(wildcards.dataset)
-    return f"{R}/triggers/{src}/{chain_of(wildcards)}/{name}.safetensors"
+    return f"{RESULTS}/triggers/{src}/{chain_of(wildcards)}/{name}.safetensors"
 
 
 def learn_trigger_datasets(wildcards):
@@ -146,35 +154,35 @@ def model_for(wildcards):
     if wildcards.attack == "clean":
         return clean_model(wildcards.dataset)
     src = backdoor_source(wildcards.dataset)
-    return f"{R}/models/backdoor/{src}/{chain_of(wildcards)}/model.safetensors"
+    return f"{RESULTS}/models/backdoor/{src}/{chain_of(wildcards)}/model.safetensors"
 
 
 def poisoned_test_for(wildcards):
     if wildcards.attack == "clean":
         return []
-    return f"{R}/poisoned/{wildcards.dataset}/{chain_of(wildcards)}/test.safetensors"
+    return f"{RESULTS}/poisoned/{wildcards.dataset}/{chain_of(wildcards)}/test.safetensors"
 
 
 def delta_for(wildcards):
     if wildcards.defense == "none":
         return []
-    return f"{R}/defenses/{RUN}/delta.safetensors".format(**wildcards)
+    return f"{RESULTS}/defenses/{RUN}/delta.safetensors".format(**wildcards)
 
 
 def tune_dataset(wildcards):
     """The dataset a defense tunes on: `tune_dataset` of its variant, else the evaluated one."""
-    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
+    params = resolved_params(config, "defense", wildcards.defense, wildcards.defense_variant)
     return params.get("tune_dataset") or wildcards.dataset
 
 
 def fewshot_for(wildcards):
     tune = tune_dataset(wildcards)
-    return f"{R}/data/{tune}/fewshot/shots~{wildcards.shots}/seed~{wildcards.seed}.json"
+    return f"{RESULTS}/data/{tune}/fewshot/shots~{wildcards.shots}/seed~{wildcards.seed}.json"
 
 
 def oracle_trigger(wildcards):
     """Whether the run's defense applies the attack's real trigger (CBPT's ablation)."""
-    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
+    params = resolved_params(config, "defense", wildcards.defense, wildcards.defense_variant)
     return real_trigger(wildcards.attack, params)
 
 
@@ -198,8 +206,8 @@ def clean_model(dataset):
     """The clean CLIP of `dataset`'s backbone: the top-level `model`, or one of `models`."""
     name = backbone(config, dataset)
     if name:
-        return f"{R}/models/clean/{name}/model.safetensors"
-    return f"{R}/models/clean/model.safetensors"
+        return f"{RESULTS}/models/clean/{name}/model.safetensors"
+    return f"{RESULTS}/models/clean/model.safetensors"
 
 
 def backdoor_clean_model(wildcards):
@@ -227,8 +235,7 @@ def import_inputs(wildcards):
 
 
 def import_cfg(wildcards):
-    return as_json({"model": config["models"][wildcards.backbone], "pretrain": {},
-                    "seed": config["seed"]})
+    return as_json({"model": config["models"][wildcards.backbone], "pretrain": {}, "seed": config["seed"]})
 
 
 # ---- cached image features (clipbd.features) ----
@@ -241,8 +248,10 @@ def features_for(wildcards):
     if not config["feature_cache"] or not defenses.REGISTRY.get(wildcards.defense).frozen_image:
         return []
     seed = config["seed"] if wildcards.attack == "clean" else wildcards.seed  # one clean model
-    return (f"{R}/features/{wildcards.dataset}/{wildcards.attack}/{wildcards.avar}/"
-            f"seed~{seed}/features.safetensors")
+    return (
+        f"{RESULTS}/features/{wildcards.dataset}/{wildcards.attack}/{wildcards.attack_variant}/"
+        f"seed~{seed}/features.safetensors"
+    )
 
 
 def features_cfg(wildcards):
@@ -270,7 +279,7 @@ def probe_map(wildcards):
     """label -> probe dump, for the figures drawn from probes (RVPT Figs. 1, 4, 5)."""
     if paper_item(wildcards) not in clipbd_plan.PROBE_FIGURES:
         return {}
-    return {label: f"{R}/probes/{run.key}/probe.safetensors" for label, run in PAPER.probes.items()}
+    return {label: f"{RESULTS}/probes/{run.key}/probe.safetensors" for label, run in PAPER.probes.items()}
 
 
 def paper_probes(wildcards):
@@ -287,7 +296,7 @@ def paper_table_input(wildcards):
     item = paper_item(wildcards)
     if item == "rvpt/table9" or item in clipbd_plan.PROBE_FIGURES:
         return []
-    return f"{R}/tables/metrics.csv"
+    return f"{RESULTS}/tables/metrics.csv"
 
 
 def paper_deltas(wildcards):
@@ -296,12 +305,14 @@ def paper_deltas(wildcards):
 
 
 def paper_items(wildcards):
-    tables = [f"{R}/paper/{t}.{ext}" for t in PAPER.tables for ext in ("csv", "md", "tex")]
-    return tables + [f"{R}/paper/{f}.{ext}" for f in PAPER.figures for ext in ("png", "pdf")]
+    tables = [f"{RESULTS}/paper/{t}.{ext}" for t in PAPER.tables for ext in ("csv", "md", "tex")]
+    return tables + [f"{RESULTS}/paper/{f}.{ext}" for f in PAPER.figures for ext in ("png", "pdf")]
 
 
 def paper_plan(wildcards):
-    galleries = [GALLERY[k].format(dataset=d) for d in attacked_datasets()
-                 for k in ("png", "perturbations_png")]
-    return as_json({"tables": PAPER.tables, "figures": PAPER.figures,
-                    "skipped": PAPER.skipped, "galleries": galleries})
+    galleries = [
+        GALLERY[k].format(dataset=d) for d in attacked_datasets() for k in ("png", "perturbations_png")
+    ]
+    return as_json(
+        {"tables": PAPER.tables, "figures": PAPER.figures, "skipped": PAPER.skipped, "galleries": galleries}
+    )

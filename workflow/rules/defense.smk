@@ -8,15 +8,12 @@ rule defend:
         train=tune_train_for,
         trigger=oracle_trigger_for,
     output:
-        f"{R}/defenses/{RUN}/delta.safetensors",
-    params:
-        cfg=run_cfg,
-        code=defend_code,
-    threads: threads_of("defend")
-    conda:
-        ENV
+        f"{RESULTS}/defenses/{RUN}/delta.safetensors",
     log:
         f"logs/defend/{RUN}.log",
+    conda:
+        ENV
+    threads: threads_of("defend")
     resources:
         gpu=1,
         # no input_factor: the tuning split stays on disk; the job holds the few-shot draw
@@ -24,6 +21,9 @@ rule defend:
         mem_mb=memory(8000),
         runtime=minutes(120),
         cpus_per_task=cpus_of,
+    params:
+        cfg=run_cfg,
+        code=defend_code,
     shell:
         "python -m clipbd defend --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --model {input.model} --fewshot {input.fewshot} "

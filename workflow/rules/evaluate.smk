@@ -5,21 +5,18 @@ rule evaluate:
     input:
         model=model_for,
         delta=delta_for,
-        test=f"{R}/data/{{dataset}}/test.safetensors",
+        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
         poisoned=poisoned_test_for,
         features=features_for,
     output:
-        f"{R}/metrics/{RUN}/metrics.json",
-    params:
-        cfg=run_cfg,
-        code=code_for("evaluate", "defense"),
-    threads: threads_of("evaluate")
-    conda:
-        ENV
+        f"{RESULTS}/metrics/{RUN}/metrics.json",
     log:
         f"logs/evaluate/{RUN}.log",
     group:
         "evaluate"
+    conda:
+        ENV
+    threads: threads_of("evaluate")
     resources:
         gpu=1,
         # no input_factor: the test images stay on disk and are read an eval batch at a time
@@ -27,6 +24,9 @@ rule evaluate:
         mem_mb=memory(8000),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
+    params:
+        cfg=run_cfg,
+        code=code_for("evaluate", "defense"),
     shell:
         "python -m clipbd evaluate --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --model {input.model} --delta={input.delta} "
@@ -39,18 +39,15 @@ rule evaluate:
 rule features:
     input:
         model=model_for,
-        test=f"{R}/data/{{dataset}}/test.safetensors",
+        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
         poisoned=poisoned_test_for,
     output:
-        f"{R}/features/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/features.safetensors",
-    params:
-        cfg=features_cfg,
-        code=code_for("features"),
-    threads: threads_of("features")
+        f"{RESULTS}/features/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/features.safetensors",
+    log:
+        "logs/features/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:
         ENV
-    log:
-        "logs/features/{dataset}/{attack}/{avar}/seed~{seed}.log",
+    threads: threads_of("features")
     resources:
         gpu=1,
         # no input_factor: the test images stay on disk and are read an eval batch at a time
@@ -58,6 +55,9 @@ rule features:
         mem_mb=memory(8000),
         runtime=minutes(30),
         cpus_per_task=cpus_of,
+    params:
+        cfg=features_cfg,
+        code=code_for("features"),
     shell:
         "python -m clipbd features --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --model {input.model} --test {input.test} "

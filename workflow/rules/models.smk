@@ -5,21 +5,21 @@ rule pretrain:
     input:
         unpack(pretrain_inputs),
     output:
-        f"{R}/models/clean/model.safetensors",
-    params:
-        cfg=pretrain_cfg,
-        code=code_for("pretrain"),
-        splits=pretrain_split_args,
-    threads: threads_of("pretrain")
-    conda:
-        ENV
+        f"{RESULTS}/models/clean/model.safetensors",
     log:
         "logs/pretrain/clean.log",
+    conda:
+        ENV
+    threads: threads_of("pretrain")
     resources:
         gpu=1,
         mem_mb=memory(8000),
         runtime=minutes(120),
         cpus_per_task=cpus_of,
+    params:
+        cfg=pretrain_cfg,
+        code=code_for("pretrain"),
+        splits=pretrain_split_args,
     shell:
         "python -m clipbd pretrain --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --split {params.splits} --out {output} 2> {log}"
@@ -30,20 +30,19 @@ rule import_model:
     input:
         unpack(import_inputs),
     output:
-        f"{R}/models/clean/{{backbone}}/model.safetensors",
-    params:
-        cfg=import_cfg,
-        code=code_for("pretrain"),
-    conda:
-        ENV
+        f"{RESULTS}/models/clean/{{backbone}}/model.safetensors",
     log:
         "logs/import_model/{backbone}.log",
+    conda:
+        ENV
     resources:
         mem_mb=memory(16000),
         runtime=minutes(30),
+    params:
+        cfg=import_cfg,
+        code=code_for("pretrain"),
     shell:
-        "python -m clipbd pretrain --cfg {params.cfg:q} --code {params.code} "
-        "--out {output} 2> {log}"
+        "python -m clipbd pretrain --cfg {params.cfg:q} --code {params.code} " "--out {output} 2> {log}"
 
 
 rule backdoor:
@@ -51,17 +50,14 @@ rule backdoor:
         # the corpus is an index into these clean splits: its clean rows are read from them
         unpack(train_splits("backdoor")),
         clean=backdoor_clean_model,
-        poisoned=f"{R}/poisoned/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/train.safetensors",
+        poisoned=f"{RESULTS}/poisoned/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/train.safetensors",
     output:
-        f"{R}/models/backdoor/{{dataset}}/{{attack}}/{{avar}}/seed~{{seed}}/model.safetensors",
-    params:
-        cfg=backdoor_cfg,
-        code=code_for("backdoor"),
-    threads: threads_of("backdoor")
+        f"{RESULTS}/models/backdoor/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/model.safetensors",
+    log:
+        "logs/backdoor/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:
         ENV
-    log:
-        "logs/backdoor/{dataset}/{attack}/{avar}/seed~{seed}.log",
+    threads: threads_of("backdoor")
     resources:
         gpu=1,
         # no input_factor: the inputs now include the clean splits, of which each step reads
@@ -69,6 +65,9 @@ rule backdoor:
         mem_mb=memory(8000),
         runtime=minutes(240),
         cpus_per_task=cpus_of,
+    params:
+        cfg=backdoor_cfg,
+        code=code_for("backdoor"),
     shell:
         "python -m clipbd backdoor --cfg {params.cfg:q} --code {params.code} "
         "--threads {threads} --clean {input.clean} --poisoned {input.poisoned} "

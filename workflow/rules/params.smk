@@ -6,8 +6,14 @@
 
 
 def dataset_cfg(wildcards):
-    return as_json({"name": wildcards.dataset, "dataset": config["datasets"][wildcards.dataset],
-                    "image_size": config["image_size"], "seed": config["seed"]})
+    return as_json(
+        {
+            "name": wildcards.dataset,
+            "dataset": config["datasets"][wildcards.dataset],
+            "image_size": config["image_size"],
+            "seed": config["seed"],
+        }
+    )
 
 
 def pretrain_cfg(wildcards):
@@ -19,12 +25,20 @@ def pretrain_cfg(wildcards):
 
 
 def attack_cfg(wildcards):
-    params = resolved_params(config, "attack", wildcards.attack, wildcards.avar)
-    return as_json({"attack": wildcards.attack, "params": params, "seed": int(wildcards.seed),
-                    "image_size": config["image_size"], "target_dataset": wildcards.dataset,
-                    "backdoor": config["backdoor"],
-                    "datasets": {n: config["datasets"][n] for n in
-                                 set(config["backdoor"]["datasets"]) | {wildcards.dataset}}})
+    params = resolved_params(config, "attack", wildcards.attack, wildcards.attack_variant)
+    return as_json(
+        {
+            "attack": wildcards.attack,
+            "params": params,
+            "seed": int(wildcards.seed),
+            "image_size": config["image_size"],
+            "target_dataset": wildcards.dataset,
+            "backdoor": config["backdoor"],
+            "datasets": {
+                n: config["datasets"][n] for n in set(config["backdoor"]["datasets"]) | {wildcards.dataset}
+            },
+        }
+    )
 
 
 def backdoor_cfg(wildcards):
@@ -36,20 +50,37 @@ def fewshot_cfg(wildcards):
 
 
 def run_cfg(wildcards):
-    params = resolved_params(config, "defense", wildcards.defense, wildcards.dvar)
-    attack_params = resolved_params(config, "attack", wildcards.attack, wildcards.avar)
-    row = {"dataset": wildcards.dataset, "attack": wildcards.attack,
-           "defense": wildcards.defense, "shots": int(wildcards.shots),
-           "seed": int(wildcards.seed), "attack_variant": wildcards.avar,
-           "defense_variant": wildcards.dvar, "poison_rate": attack_params.get("poison_rate"),
-           **decode_variant(wildcards.avar), **decode_variant(wildcards.dvar)}
-    oracle = {"attack": {"params": attack_params, "image_size": config["image_size"],
-                         "seed": int(wildcards.seed)}} if oracle_trigger(wildcards) else {}
-    return as_json({"dataset": wildcards.dataset, "defense": wildcards.defense,
-                    "params": params, "run_seed": int(wildcards.seed), "row": row,
-                    "datasets": {n: config["datasets"][n] for n in
-                                 {wildcards.dataset, tune_dataset(wildcards)}},
-                    "eval_batch_size": config["eval_batch_size"], **oracle})
+    params = resolved_params(config, "defense", wildcards.defense, wildcards.defense_variant)
+    attack_params = resolved_params(config, "attack", wildcards.attack, wildcards.attack_variant)
+    row = {
+        "dataset": wildcards.dataset,
+        "attack": wildcards.attack,
+        "defense": wildcards.defense,
+        "shots": int(wildcards.shots),
+        "seed": int(wildcards.seed),
+        "attack_variant": wildcards.attack_variant,
+        "defense_variant": wildcards.defense_variant,
+        "poison_rate": attack_params.get("poison_rate"),
+        **decode_variant(wildcards.attack_variant),
+        **decode_variant(wildcards.defense_variant),
+    }
+    oracle = (
+        {"attack": {"params": attack_params, "image_size": config["image_size"], "seed": int(wildcards.seed)}}
+        if oracle_trigger(wildcards)
+        else {}
+    )
+    return as_json(
+        {
+            "dataset": wildcards.dataset,
+            "defense": wildcards.defense,
+            "params": params,
+            "run_seed": int(wildcards.seed),
+            "row": row,
+            "datasets": {n: config["datasets"][n] for n in {wildcards.dataset, tune_dataset(wildcards)}},
+            "eval_batch_size": config["eval_batch_size"],
+            **oracle,
+        }
+    )
 
 
 def defend_code(wildcards):

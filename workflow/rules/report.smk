@@ -1,20 +1,20 @@
 # The tidy table and what is built from it.
 
 GALLERY = {
-    "png": f"{R}/figures/gallery/{{dataset}}_triggers.png",
-    "pdf": f"{R}/figures/gallery/{{dataset}}_triggers.pdf",
-    "perturbations_png": f"{R}/figures/gallery/{{dataset}}_perturbations.png",
-    "perturbations_pdf": f"{R}/figures/gallery/{{dataset}}_perturbations.pdf",
+    "png": f"{RESULTS}/figures/gallery/{{dataset}}_triggers.png",
+    "pdf": f"{RESULTS}/figures/gallery/{{dataset}}_triggers.pdf",
+    "perturbations_png": f"{RESULTS}/figures/gallery/{{dataset}}_perturbations.png",
+    "perturbations_pdf": f"{RESULTS}/figures/gallery/{{dataset}}_perturbations.pdf",
 }
 LOSS_CURVES = {
-    "png": f"{R}/figures/loss_curves.png",
-    "pdf": f"{R}/figures/loss_curves.pdf",
-    "csv": f"{R}/tables/loss_curves.csv",
+    "png": f"{RESULTS}/figures/loss_curves.png",
+    "pdf": f"{RESULTS}/figures/loss_curves.pdf",
+    "csv": f"{RESULTS}/tables/loss_curves.csv",
 }
 FIGURES = {
-    "png": f"{R}/figures/overview.png",
-    "pdf": f"{R}/figures/overview.pdf",
-    "markdown": f"{R}/tables/metrics.md",
+    "png": f"{RESULTS}/figures/overview.png",
+    "pdf": f"{RESULTS}/figures/overview.pdf",
+    "markdown": f"{RESULTS}/tables/metrics.md",
 }
 
 
@@ -22,20 +22,20 @@ rule aggregate:
     input:
         all_metrics,
     output:
-        csv=f"{R}/tables/metrics.csv",
-        json=f"{R}/tables/metrics.json",  # dvc.yaml's metrics
-    params:
-        code=code_for("aggregate"),
-    conda:
-        ENV
+        csv=f"{RESULTS}/tables/metrics.csv",
+        json=f"{RESULTS}/tables/metrics.json",  # dvc.yaml's metrics
     log:
         "logs/aggregate.log",
     group:
         "report"
+    conda:
+        ENV
     resources:
         mem_mb=memory(2000),
         runtime=minutes(10),
         cpus_per_task=cpus_of,
+    params:
+        code=code_for("aggregate"),
     shell:
         "python -m clipbd aggregate --code {params.code} --out {output.csv} --json {output.json} "
         "{input} 2> {log}"
@@ -43,23 +43,23 @@ rule aggregate:
 
 rule figure:
     input:
-        f"{R}/tables/metrics.csv",
+        f"{RESULTS}/tables/metrics.csv",
     output:
         png=report(FIGURES["png"], caption="../report/overview.rst", category="overview"),
         pdf=FIGURES["pdf"],
         markdown=FIGURES["markdown"],
-    params:
-        code=code_for("figure"),
-    conda:
-        ENV
     log:
         "logs/figure.log",
     group:
         "report"
+    conda:
+        ENV
     resources:
         mem_mb=memory(2000),
         runtime=minutes(10),
         cpus_per_task=cpus_of,
+    params:
+        code=code_for("figure"),
     shell:
         "python -m clipbd figure --code {params.code} --table {input} --png {output.png} "
         "--pdf {output.pdf} --markdown {output.markdown} 2> {log}"
@@ -72,18 +72,18 @@ rule loss_curves:
         png=report(LOSS_CURVES["png"], caption="../report/loss_curves.rst", category="overview"),
         pdf=LOSS_CURVES["pdf"],
         csv=LOSS_CURVES["csv"],
-    params:
-        code=code_for("loss_curves"),
-    conda:
-        ENV
     log:
         "logs/loss_curves.log",
     group:
         "report"
+    conda:
+        ENV
     resources:
         mem_mb=memory(2000),
         runtime=minutes(10),
         cpus_per_task=cpus_of,
+    params:
+        code=code_for("loss_curves"),
     shell:
         "python -m clipbd loss-curves --code {params.code} --png {output.png} --pdf {output.pdf} "
         "--csv {output.csv} {input} 2> {log}"
@@ -92,29 +92,31 @@ rule loss_curves:
 rule gallery:
     input:
         unpack(gallery_inputs),
-        test=f"{R}/data/{{dataset}}/test.safetensors",
+        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
     output:
-        png=report(GALLERY["png"], caption="../report/triggers.rst", category="rvpt",
-                   subcategory="figures"),
+        png=report(GALLERY["png"], caption="../report/triggers.rst", category="rvpt", subcategory="figures"),
         pdf=GALLERY["pdf"],
-        perturbations_png=report(GALLERY["perturbations_png"],
-                                 caption="../report/perturbations.rst", category="rvpt",
-                                 subcategory="figures"),
+        perturbations_png=report(
+            GALLERY["perturbations_png"],
+            caption="../report/perturbations.rst",
+            category="rvpt",
+            subcategory="figures",
+        ),
         perturbations_pdf=GALLERY["perturbations_pdf"],
-    params:
-        code=code_for("gallery"),
-        triggered=gallery_args,
-        seed=config["seed"],
-    conda:
-        ENV
     log:
         "logs/gallery/{dataset}.log",
     group:
         "report"
+    conda:
+        ENV
     resources:
         mem_mb=memory(2000),
         runtime=minutes(10),
         cpus_per_task=cpus_of,
+    params:
+        code=code_for("gallery"),
+        triggered=gallery_args,
+        seed=config["seed"],
     shell:
         "python -m clipbd gallery --code {params.code} --test {input.test} "
         "--triggered {params.triggered} --seed {params.seed} --png {output.png} "
@@ -142,22 +144,22 @@ rule probe:
     input:
         model=model_for,
         delta=delta_for,
-        test=f"{R}/data/{{dataset}}/test.safetensors",
+        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
         poisoned=probe_poisoned,
     output:
-        f"{R}/probes/{RUN}/probe.safetensors",
-    params:
-        cfg=run_cfg,
-        code=code_for("probe"),
-    conda:
-        ENV
+        f"{RESULTS}/probes/{RUN}/probe.safetensors",
     log:
         f"logs/probe/{RUN}.log",
+    conda:
+        ENV
     resources:
         gpu=1,  # encodes the probed images on the job's device (a GPU where there is one)
         mem_mb=memory(4000),
         runtime=minutes(10),
         cpus_per_task=cpus_of,
+    params:
+        cfg=run_cfg,
+        code=code_for("probe"),
     shell:
         "python -m clipbd probe --cfg {params.cfg:q} --code {params.code} --model {input.model} "
         "--delta={input.delta} --test {input.test} --poisoned {input.poisoned} --out {output} "
@@ -169,27 +171,31 @@ rule paper_table:
         table=paper_table_input,
         deltas=paper_deltas,
     output:
-        csv=report(f"{R}/paper/{{paper}}/{{item}}.csv", caption="../report/paper.rst",
-                   category="{paper}", subcategory="tables"),
-        md=f"{R}/paper/{{paper}}/{{item}}.md",
-        tex=f"{R}/paper/{{paper}}/{{item}}.tex",
-    params:
-        caption=paper_caption,
-        code=code_for("paper"),
-    conda:
-        ENV
+        csv=report(
+            f"{RESULTS}/paper/{{paper}}/{{item}}.csv",
+            caption="../report/paper.rst",
+            category="{paper}",
+            subcategory="tables",
+        ),
+        md=f"{RESULTS}/paper/{{paper}}/{{item}}.md",
+        tex=f"{RESULTS}/paper/{{paper}}/{{item}}.tex",
     log:
         "logs/paper/{paper}_{item}.log",
     group:
         "report"
+    conda:
+        ENV
     resources:
         mem_mb=memory(2000),
         runtime=minutes(10),
         cpus_per_task=cpus_of,
+    params:
+        caption=paper_caption,
+        code=code_for("paper"),
     shell:
         "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
         "--table={input.table} --deltas {input.deltas} "
-        f"--prefix {R}/paper/{{wildcards.paper}}/{{wildcards.item}} 2> {{log}}"
+        f"--prefix {RESULTS}/paper/{{wildcards.paper}}/{{wildcards.item}} 2> {{log}}"
 
 
 rule paper_figure:
@@ -197,45 +203,49 @@ rule paper_figure:
         table=paper_table_input,
         probes=paper_probes,
     output:
-        png=report(f"{R}/paper/{{paper}}/{{item}}.png", caption="../report/paper.rst",
-                   category="{paper}", subcategory="figures"),
-        pdf=f"{R}/paper/{{paper}}/{{item}}.pdf",
-    params:
-        caption=paper_caption,
-        probes=paper_probe_args,
-        code=code_for("paper"),
-    conda:
-        ENV
+        png=report(
+            f"{RESULTS}/paper/{{paper}}/{{item}}.png",
+            caption="../report/paper.rst",
+            category="{paper}",
+            subcategory="figures",
+        ),
+        pdf=f"{RESULTS}/paper/{{paper}}/{{item}}.pdf",
     log:
         "logs/paper/{paper}_{item}.log",
     group:
         "report"
+    conda:
+        ENV
     resources:
         mem_mb=memory(2000),
         runtime=minutes(10),
         cpus_per_task=cpus_of,
+    params:
+        caption=paper_caption,
+        probes=paper_probe_args,
+        code=code_for("paper"),
     shell:
         "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
         "--table={input.table} --probe {params.probes} "
-        f"--prefix {R}/paper/{{wildcards.paper}}/{{wildcards.item}} 2> {{log}}"
+        f"--prefix {RESULTS}/paper/{{wildcards.paper}}/{{wildcards.item}} 2> {{log}}"
 
 
 rule paper_captions:
     input:
         paper_items,
     output:
-        report(f"{R}/paper/captions.md", caption="../report/captions.rst", category="overview"),
-    params:
-        plan=paper_plan,
-    conda:
-        ENV
+        report(f"{RESULTS}/paper/captions.md", caption="../report/captions.rst", category="overview"),
     log:
         "logs/paper/captions.log",
     group:
         "report"
+    conda:
+        ENV
     resources:
         mem_mb=memory(1000),
         runtime=minutes(5),
         cpus_per_task=cpus_of,
+    params:
+        plan=paper_plan,
     shell:
         "python -m clipbd paper-captions --plan {params.plan:q} --out {output} 2> {log}"

@@ -8,76 +8,76 @@ if "supervised" in config:
             **sup_grid.REPORT,
 
     rule sup_trigger:
-        conda:
-            ENV
         input:
             train=sup_trigger_train,
         output:
             sup_grid.TRIGGER,
-        params:
-            cfg=sup_trigger_cfg,
-            code=sup_code("trigger"),
-        threads: threads_of("sup_trigger")
         log:
             "logs/supervised/trigger/{dataset}/{attack}.log",
+        conda:
+            ENV
+        threads: threads_of("sup_trigger")
         resources:
             mem_mb=memory(4000),
             runtime=minutes(60),
             cpus_per_task=cpus_of,
+        params:
+            cfg=sup_trigger_cfg,
+            code=sup_code("trigger"),
         shell:
             "python -m clipbd sup-trigger --cfg {params.cfg:q} --code {params.code} "
             "--threads {threads} --train={input.train} --out {output} 2> {log}"
 
     rule sup_train:
-        conda:
-            ENV
         input:
-            train=f"{R}/data/{{dataset}}/train.safetensors",
-            test=f"{R}/data/{{dataset}}/test.safetensors",
+            train=f"{RESULTS}/data/{{dataset}}/train.safetensors",
+            test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
             trigger=sup_grid.TRIGGER,
         output:
             model=sup_grid.VICTIM,
-            metrics=f"{SR}/metrics/{{dataset}}/{{attack}}/rate~{{rate}}/none/default/seed~{{seed}}/metrics.json",
-        params:
-            cfg=sup_train_cfg,
-            code=sup_code("train"),
-        threads: threads_of("sup_train")
+            metrics=f"{SUP_RESULTS}/metrics/{{dataset}}/{{attack}}/rate~{{rate}}/none/default/seed~{{seed}}/metrics.json",
         log:
             "logs/supervised/train/{dataset}/{attack}/rate~{rate}/seed~{seed}.log",
+        conda:
+            ENV
+        threads: threads_of("sup_train")
         resources:
             gpu=1,
             mem_mb=memory(8000),
             runtime=minutes(240),
             cpus_per_task=cpus_of,
+        params:
+            cfg=sup_train_cfg,
+            code=sup_code("train"),
         shell:
             "python -m clipbd sup-train --cfg {params.cfg:q} --code {params.code} "
             "--threads {threads} --train {input.train} --test {input.test} "
             "--trigger {input.trigger} --out {output.model} --metrics {output.metrics} 2> {log}"
 
     rule sup_defend:
-        conda:
-            ENV
         input:
             victim=sup_grid.VICTIM,
-            train=f"{R}/data/{{dataset}}/train.safetensors",
-            test=f"{R}/data/{{dataset}}/test.safetensors",
+            train=f"{RESULTS}/data/{{dataset}}/train.safetensors",
+            test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
             trigger=sup_grid.TRIGGER,
         output:
             delta=sup_grid.DELTA,
             metrics=sup_grid.METRICS,
+        log:
+            "logs/supervised/defend/{dataset}/{attack}/rate~{rate}/{defense}/{defense_variant}/seed~{seed}.log",
         wildcard_constraints:
             defense="(?!none/)[^/]+",
-        params:
-            cfg=sup_defend_cfg,
-            code=sup_code("defend"),
+        conda:
+            ENV
         threads: threads_of("sup_defend")
-        log:
-            "logs/supervised/defend/{dataset}/{attack}/rate~{rate}/{defense}/{dvar}/seed~{seed}.log",
         resources:
             gpu=1,
             mem_mb=memory(8000),
             runtime=minutes(60),
             cpus_per_task=cpus_of,
+        params:
+            cfg=sup_defend_cfg,
+            code=sup_code("defend"),
         shell:
             "python -m clipbd sup-defend --cfg {params.cfg:q} --code {params.code} "
             "--threads {threads} --victim {input.victim} --train {input.train} "
@@ -85,21 +85,21 @@ if "supervised" in config:
             "--metrics {output.metrics} 2> {log}"
 
     rule sup_report:
-        conda:
-            ENV
         input:
             sup_metrics,
         output:
             **sup_grid.REPORT,
-        params:
-            alpha=sup_grid.main_alpha(config),
-            code=sup_code("report"),
         log:
             "logs/supervised/report.log",
+        conda:
+            ENV
         resources:
             mem_mb=memory(2000),
             runtime=minutes(10),
             cpus_per_task=cpus_of,
+        params:
+            alpha=sup_grid.main_alpha(config),
+            code=sup_code("report"),
         shell:
             "python -m clipbd sup-report --code {params.code} --alpha {params.alpha} "
             "--csv {output.csv} --markdown {output.markdown} --rate-png {output.rate_png} "

@@ -6,7 +6,7 @@ if "supervised" in config:
 
     SUP = config["supervised"]
     SUP_RUNS = sup_grid.expand(config)
-    SR = sup_grid.R
+    SUP_RESULTS = sup_grid.RESULTS
 
     def sup_metrics(wildcards):
         return [run.path(sup_grid.METRICS) for run in SUP_RUNS]
@@ -24,18 +24,26 @@ if "supervised" in config:
         return sup_attacks.attack_class(name).learned
 
     def sup_train_cfg(wildcards):
-        return as_json(sup_grid.train_cfg(config, wildcards.dataset, wildcards.attack,
-                                          wildcards.rate, wildcards.seed))
+        return as_json(
+            sup_grid.train_cfg(config, wildcards.dataset, wildcards.attack, wildcards.rate, wildcards.seed)
+        )
 
     def sup_defend_cfg(wildcards):
-        return as_json(sup_grid.defend_cfg(config, wildcards.dataset, wildcards.attack,
-                                           wildcards.rate, wildcards.defense, wildcards.dvar,
-                                           wildcards.seed))
+        return as_json(
+            sup_grid.defend_cfg(
+                config,
+                wildcards.dataset,
+                wildcards.attack,
+                wildcards.rate,
+                wildcards.defense,
+                wildcards.defense_variant,
+                wildcards.seed,
+            )
+        )
 
     def sup_code(stage):
         def code(wildcards):
-            return sup_grid.code(stage, getattr(wildcards, "attack", ""),
-                                 getattr(wildcards, "defense", ""))
+            return sup_grid.code(stage, getattr(wildcards, "attack", ""), getattr(wildcards, "defense", ""))
 
         code.__name__ = f"sup_code_{stage}"
         return code

@@ -79,5 +79,5 @@ def write(deltas: list[str], csv: str, md: str, tex: str) -> list[str]:
 def deltas_of(runs, dataset: str, shots: int) -> list[str]:
     """The deltas Table 9 reads: default variants on `dataset` at `shots` (attacks, seeds)."""
     return sorted(f"results/defenses/{r.key}/delta.safetensors" for r in runs
-                  if r.dataset == dataset and r.defense != "none" and r.dvar == "default"
-                  and r.avar == "default" and r.shots == shots)
+                  if r.dataset == dataset and r.defense != "none" and r.defense_variant == "default"
+                  and r.attack_variant == "default" and r.shots == shots)

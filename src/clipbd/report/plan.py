@@ -66,10 +66,10 @@ class Plan:
 def frame(runs: list[Run]) -> pd.DataFrame:
     """The grid's planned rows, with the columns metrics.csv will have (placeholder values)."""
     rows = [{"dataset": r.dataset, "attack": r.attack, "defense": r.defense, "shots": r.shots,
-             "seed": r.seed, "attack_variant": r.avar, "defense_variant": r.dvar,
+             "seed": r.seed, "attack_variant": r.attack_variant, "defense_variant": r.defense_variant,
              "ca": 0.5, "asr": None if r.attack == "clean" else 0.5,
              "pa": None if r.attack == "clean" else 0.5,
-             **decode_variant(r.avar), **decode_variant(r.dvar)} for r in runs]
+             **decode_variant(r.attack_variant), **decode_variant(r.defense_variant)} for r in runs]
     return pd.DataFrame(rows)
 
 
@@ -88,8 +88,9 @@ def probe_runs(runs: list[Run]) -> tuple[dict[str, Run], str]:
     shots = paper.main_shots(df)
     by_key = {r.key: r for r in runs}
     seeds = sorted(int(s) for s in df.seed.unique())
-    clean = sorted(r.seed for r in runs if (r.dataset, r.attack, r.avar, r.defense, r.dvar)
-                   == (dataset, "clean", DEFAULT, "none", DEFAULT))  # at the global seed
+    clean = sorted(r.seed for r in runs  # at the global seed
+                   if (r.dataset, r.attack, r.attack_variant, r.defense, r.defense_variant)
+                   == (dataset, "clean", DEFAULT, "none", DEFAULT))
     wanted = {"backdoored": Run(dataset, attack, DEFAULT, "none", DEFAULT, 0, seeds[0]),
               "clean-trained": Run(dataset, "clean", DEFAULT, "none", DEFAULT, 0,
                                    (clean or seeds)[0])}

@@ -13,14 +13,15 @@ from clipbd.grid import decode_variant, encode_variant
 from clipbd.supervised.config import defense_params
 from clipbd.supervised.defenses import REGISTRY
 
-R = "results/supervised"
-VICTIM = R + "/victims/{dataset}/{attack}/rate~{rate}/seed~{seed}/model.safetensors"
-TRIGGER = R + "/triggers/{dataset}/{attack}/trigger.safetensors"
-METRICS = R + "/metrics/{dataset}/{attack}/rate~{rate}/{defense}/{dvar}/seed~{seed}/metrics.json"
-DELTA = R + "/defenses/{dataset}/{attack}/rate~{rate}/{defense}/{dvar}/seed~{seed}/delta.safetensors"
-REPORT = {"csv": R + "/tables/fst.csv", "markdown": R + "/tables/fst.md",
-          "rate_png": R + "/figures/fst_rate.png", "rate_pdf": R + "/figures/fst_rate.pdf",
-          "alpha_png": R + "/figures/fst_alpha.png", "alpha_pdf": R + "/figures/fst_alpha.pdf"}
+RESULTS = "results/supervised"
+VICTIM = RESULTS + "/victims/{dataset}/{attack}/rate~{rate}/seed~{seed}/model.safetensors"
+TRIGGER = RESULTS + "/triggers/{dataset}/{attack}/trigger.safetensors"
+RUN = "{dataset}/{attack}/rate~{rate}/{defense}/{defense_variant}/seed~{seed}"
+METRICS = RESULTS + "/metrics/" + RUN + "/metrics.json"
+DELTA = RESULTS + "/defenses/" + RUN + "/delta.safetensors"
+REPORT = {"csv": RESULTS + "/tables/fst.csv", "markdown": RESULTS + "/tables/fst.md",
+          "rate_png": RESULTS + "/figures/fst_rate.png", "rate_pdf": RESULTS + "/figures/fst_rate.pdf",
+          "alpha_png": RESULTS + "/figures/fst_alpha.png", "alpha_pdf": RESULTS + "/figures/fst_alpha.pdf"}
 
 
 def rate_text(rate: float) -> str:
@@ -33,7 +34,7 @@ class SupRun:
     attack: str
     rate: str
     defense: str
-    dvar: str
+    defense_variant: str
     seed: int
 
     def path(self, pattern: str) -> str:
@@ -53,8 +54,8 @@ def expand(cfg: dict) -> list[SupRun]:
                 own["alpha"] = [defense_params(cfg["supervised"], dfn, {})["alpha"]]
             keys = sorted(own)
             for vals in itertools.product(*(own[k] for k in keys)):
-                dvar = encode_variant(dict(zip(keys, vals)))
-                runs[SupRun(ds, atk, rate_text(rate), dfn, dvar, seed)] = None
+                defense_variant = encode_variant(dict(zip(keys, vals)))
+                runs[SupRun(ds, atk, rate_text(rate), dfn, defense_variant, seed)] = None
     return list(runs)
 
 
@@ -77,12 +78,12 @@ def train_cfg(cfg: dict, dataset: str, attack: str, rate: str, seed: str) -> dic
     return {**_base(cfg, dataset, attack, seed), "poison_rate": float(rate), "row": row}
 
 
-def defend_cfg(cfg: dict, dataset: str, attack: str, rate: str, defense: str, dvar: str,
+def defend_cfg(cfg: dict, dataset: str, attack: str, rate: str, defense: str, defense_variant: str,
                seed: str) -> dict:
     sup = cfg["supervised"]
-    params = defense_params(sup, defense, decode_variant(dvar))
+    params = defense_params(sup, defense, decode_variant(defense_variant))
     out = train_cfg(cfg, dataset, attack, rate, seed)
-    out["row"].update(defense=defense, alpha=params.get("alpha"), defense_variant=dvar)
+    out["row"].update(defense=defense, alpha=params.get("alpha"), defense_variant=defense_variant)
     return {**out, "defense": defense, "defense_params": params,
             "tune_fraction": sup["tune_fraction"]}
 
