@@ -55,7 +55,7 @@ def test_dvc_yaml_tracks_the_resolved_study_and_the_report():
     spec = plot["results/tables/metrics.csv"]
     assert {spec["x"], *spec["y"]} <= set(aggregate.FIRST)
     rules = (ROOT / "workflow" / "rules" / "report.smk").read_text()
-    assert 'json=f"{R}/tables/metrics.json"' in rules
+    assert 'json=f"{RESULTS}/tables/metrics.json"' in rules
     ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", "results/study.json"],
                              cwd=ROOT).returncode
     assert ignored == 1  # git keeps it; the rest of results/ stays ignored
