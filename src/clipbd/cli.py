@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     numerics.apply()  # a job on CUDA: the deterministic option (clipbd.numerics)
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.cfg_dict = json.loads(args.cfg)
     with job_outputs(v.outputs(args)):  # published complete or not at all
-        v.run(**v.kwargs(args))
+        v.run(**v.kwargs(args, json.loads(args.cfg)))
     return 0

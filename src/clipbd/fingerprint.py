@@ -41,19 +41,16 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
                "verbs/import_weights.py", "models/convert.py")  # run by hand before a study
 # Files a module reads that are no Python (the packaged model configs open_clip reads).
 DATA_FILES = {"models/clip.py": ("models/configs/clipbd-tiny-vit.json",)}
-# Registry packages: their __init__ is passed through (not hashed) to the base and registry.
+# A string naming a package module in full: a lazy import (`importlib.import_module(name)`).
 MODULE_NAME = re.compile(r"clipbd(\.\w+)+")
+# Registry packages: their __init__ is passed through (not hashed) to the base and registry.
 TRANSPARENT = ("attacks/__init__.py", "defenses/__init__.py", "supervised/defenses/__init__.py")
 
 
+@lru_cache(maxsize=None)
 def stage_files(stage: str) -> tuple[str, ...]:
     """The files of a job of `stage` (a verb module, `verbs/<stage>.py`): that module and every
     package file it imports, transitively, with the data files they read (sorted)."""
-    return _stage_files(stage)
-
-
-@lru_cache(maxsize=None)
-def _stage_files(stage: str) -> tuple[str, ...]:
     rel = f"verbs/{stage}.py"
     if not (PKG / rel).is_file():
         raise KeyError(f"no verb module {rel} for the fingerprint stage {stage!r}")

@@ -24,9 +24,10 @@ def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def record_outputs(outs: list[str], step: str, inputs: list[str], code: str,
-                   started: float) -> None:
-    """The sidecars of a report job's outputs (tables, figures: no config, no seed)."""
+def record_outputs(outs: list[str], step: str, inputs: list[str], code: str, started: float,
+                   config: dict | None = None) -> None:
+    """The sidecars of a report job's outputs (tables, figures: no seed; `config` what the
+    report took as a setting, default none)."""
     for out in filter(None, outs):
-        artifacts.write_sidecar(out, step=step, config={}, inputs=inputs, code=code, seed=None,
-                                started=started)
+        artifacts.write_sidecar(out, step=step, config=config or {}, inputs=inputs, code=code,
+                                seed=None, started=started)

@@ -53,14 +53,15 @@ class Verb:
     def outputs(self, ns) -> list[str]:
         return [getattr(ns, a.name) or "" for a in self.args if a.output]
 
-    def kwargs(self, ns) -> dict:
-        """The function's keyword arguments from the parsed command line."""
+    def kwargs(self, ns, cfg: dict) -> dict:
+        """The function's keyword arguments from the parsed command line and the step's
+        resolved config (`--cfg`, parsed)."""
         kw = {}
         for a in self.args:
             value = getattr(ns, a.name)
             kw[a.dest or a.name] = _kv(value) if a.pairs else value
         params = inspect.signature(self.run).parameters
-        common = {"cfg": ns.cfg_dict, "code": ns.code, "threads": ns.threads}
+        common = {"cfg": cfg, "code": ns.code, "threads": ns.threads}
         kw.update({k: v for k, v in common.items() if k in params})
         return kw
 

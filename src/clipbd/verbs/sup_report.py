@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from clipbd.artifacts import write_sidecar
+from clipbd.records import record_outputs
 from clipbd.supervised import report
 from clipbd.verbs import arg, output, verb
 
@@ -16,6 +16,4 @@ def tables(alpha, csv, markdown, rate_png, rate_pdf, alpha_png, alpha_pdf, metri
     t0 = time.time()
     outs = [csv, markdown, rate_png, rate_pdf, alpha_png, alpha_pdf]
     report.write(metrics, alpha, *outs)
-    for out in outs:
-        write_sidecar(out, step="sup_report", config={"alpha": alpha}, inputs=metrics,
-                      code=code, seed=None, started=t0)
+    record_outputs(outs, "sup_report", metrics, code, t0, config={"alpha": alpha})
