@@ -1,6 +1,15 @@
+"""Shared fixtures, and how the suite is spread over pytest-xdist workers (scripts/test.sh runs
+`-n 2 --dist loadgroup`).
+
+A test module is one unit of work (its module-scoped fixtures are built once), and the modules
+that read one session-scoped study share a unit (the study is built once): `micro`, `tiny`,
+and the SLURM cluster of `jobcomp`. Units start longest first, so that the SLURM tests, which
+mostly wait for the scheduler, overlap with the CPU-bound ones.
+"""
 import os
 import re
 import subprocess
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -8,6 +17,26 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
+
+
+SHARED = ("jobcomp", "tiny", "micro")  # session fixtures whose readers share a worker
+FIRST = ("jobcomp", "test_paper_scale", "tiny", "micro", "test_kill", "test_supervised_workflow")
+# ^ units started first (minutes each; a wrong guess here costs time only)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each item in its unit's `xdist_group`; the units in FIRST's order, then as collected."""
+    modules = defaultdict(list)
+    for item in items:
+        modules[item.path.stem].append(item)
+    unit = {}
+    for stem, its in modules.items():
+        used = set().union(*(it.fixturenames for it in its))
+        unit[stem] = next((f for f in SHARED if f in used), stem)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(unit[item.path.stem]))
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda it: rank.get(unit[it.path.stem], len(FIRST)))
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +86,12 @@ def micro(tmp_path_factory) -> Path:
     from workflow_util import MICRO, ran_study
 
     return ran_study(tmp_path_factory.mktemp("micro"), MICRO, timeout=1500)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The tiny study (tests/data/tiny.yaml) run, pushed to DVC, cloned and pulled
+    (tests/dvc_util.py), once per test process: read by test_dvc, test_reruns, test_workflow."""
+    from dvc_util import pulled_study
+
+    return pulled_study(tmp_path_factory)

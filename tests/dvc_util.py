@@ -4,7 +4,8 @@ The repository is a full copy of this project (tracked and new files) whose defa
 tests/data/tiny.yaml, and every command runs with PYTHONPATH=<copy>/src: the workflow, its jobs
 and the code fingerprints all use the copy's sources, as in a user's own checkout. Editing a
 file of the copy is thus a real code change, and the project's own src/ is never touched.
-Built once per test process (the workflow run costs minutes) and shared by the test modules.
+Built once per test process (conftest.py's `tiny` fixture; the run costs minutes) and shared by
+the test modules.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 _GIT_ID = {"GIT_AUTHOR_NAME": "clipbd-test", "GIT_AUTHOR_EMAIL": "test@clipbd.invalid",
            "GIT_COMMITTER_NAME": "clipbd-test", "GIT_COMMITTER_EMAIL": "test@clipbd.invalid"}
-_BUILT: dict[str, "Study"] = {}
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,7 @@ def copy_project(dest: Path) -> None:
 
 
 def pulled_study(tmp_path_factory) -> Study:
-    """Run the tiny study, push it, clone it, pull it (once per process)."""
-    if "study" in _BUILT:
-        return _BUILT["study"]
+    """Run the tiny study, push it, clone it, pull it (conftest.py's `tiny`, once per process)."""
     base = tmp_path_factory.mktemp("dvc")
     origin, clone = base / "origin", base / "clone"
     copy_project(origin)
@@ -103,5 +101,4 @@ def pulled_study(tmp_path_factory) -> Study:
     run(origin, "git", "commit", "-qm", "artifacts of the tiny study")
     run(base, "git", "clone", "-q", str(origin), str(clone))
     run(clone, "bash", "scripts/dvc_pull.sh", timeout=1200)
-    _BUILT["study"] = Study(origin, clone, base / "clipbd-dvc-remote")
-    return _BUILT["study"]
+    return Study(origin, clone, base / "clipbd-dvc-remote")

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from dvc_util import ROOT, planned, pulled_study, run, versioned
+from dvc_util import ROOT, planned, run, versioned
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return pulled_study(tmp_path_factory)
+def study(tiny):
+    return tiny
 
 
 def digests(repo):

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 import yaml
 
-from dvc_util import planned, pulled_study
+from dvc_util import planned
 from workflow_util import commented
 
 pytestmark = pytest.mark.integration
@@ -58,8 +58,8 @@ def assert_reruns(clone, jobs, chain, changed):
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory):
-    return pulled_study(tmp_path_factory).clone
+def clone(tiny):
+    return tiny.clone
 
 
 @contextmanager

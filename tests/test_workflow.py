@@ -10,19 +10,18 @@ import pytest
 import yaml
 
 from clipbd.artifacts import read_json, sha256_file
-from dvc_util import pulled_study
 from workflow_util import ROOT, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tiny, tmp_path_factory):
     """The tiny study (tests/data/tiny.yaml) as the DVC tests ran it once per test process
     (tests/dvc_util.py), copied with its Snakemake metadata into a folder of its own: the same
     config and the same code, so this module needs no run of its own, and nothing it edits
     reaches the DVC tests' repositories."""
-    origin = pulled_study(tmp_path_factory).origin
+    origin = tiny.origin
     work = tmp_path_factory.mktemp("study")
     for part in ("results", "logs", ".snakemake/metadata"):
         shutil.copytree(origin / part, work / part)
