@@ -3,13 +3,12 @@
 
 A test module is one unit of work (its module-scoped fixtures are built once), and the modules
 that read one session-scoped study share a unit (the study is built once): `micro`, `tiny`,
-and the SLURM cluster of `jobcomp`. Units start longest first, so that the SLURM tests, which
-mostly wait for the scheduler, overlap with the CPU-bound ones.
+and the SLURM cluster of `jobcomp` (SHARED). Units start longest first, so that the SLURM
+tests, which mostly wait for the scheduler, overlap with the CPU-bound ones.
 """
 import os
 import re
 import subprocess
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -19,24 +18,45 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-SHARED = ("jobcomp", "tiny", "micro")  # session fixtures whose readers share a worker
+SHARED = {"micro": ("test_audit", "test_determinism", "test_report_workflow"),
+          "tiny": ("test_dvc", "test_reruns", "test_workflow"),
+          "jobcomp": ("test_slurm", "test_slurm_faults")}  # session fixture -> its reader modules
+UNIT = {module: fixture for fixture, modules in SHARED.items() for module in modules}
 FIRST = ("jobcomp", "test_paper_scale", "tiny", "micro", "test_kill", "test_supervised_workflow")
 # ^ units started first (minutes each; a wrong guess here costs time only)
 
 
+def unit_of(nodeid: str) -> str:
+    """The unit of work of a test: its shared study, else its module."""
+    module = nodeid.split("::", 1)[0]
+    return UNIT.get(Path(module).stem, module)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup with the units above (xdist's own reads `xdist_group` marks through
+    the node id, which pytest 9 no longer lets a plugin rewrite)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return UnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Each item in its unit's `xdist_group`; the units in FIRST's order, then as collected."""
-    modules = defaultdict(list)
+    """A module that reads a shared study must be listed as its reader (else a second worker
+    would build the study again); the units in FIRST's order, then as collected."""
     for item in items:
-        modules[item.path.stem].append(item)
-    unit = {}
-    for stem, its in modules.items():
-        used = set().union(*(it.fixturenames for it in its))
-        unit[stem] = next((f for f in SHARED if f in used), stem)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(unit[item.path.stem]))
+        for fixture in set(SHARED) & set(item.fixturenames):
+            if item.path.stem not in SHARED[fixture]:
+                raise pytest.UsageError(f"{item.path.name} reads the `{fixture}` study: add it to "
+                                        f"SHARED[{fixture!r}] in tests/conftest.py")
     rank = {name: i for i, name in enumerate(FIRST)}
-    items.sort(key=lambda it: rank.get(unit[it.path.stem], len(FIRST)))
+    items.sort(key=lambda it: rank.get(Path(unit_of(it.nodeid)).stem, len(FIRST)))
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +115,4 @@ def tiny(tmp_path_factory):
     from dvc_util import pulled_study
 
     return pulled_study(tmp_path_factory)
+
