@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from clipbd import paths
 from clipbd.config import STUDY_OUT, resolve, study
 from clipbd.report import aggregate
 
@@ -50,12 +51,12 @@ def test_dvc_yaml_tracks_the_resolved_study_and_the_report():
     assert f"{STUDY_OUT}=$pending snakemake" in push
     assert push.index('mv "$pending" results/study.json') < push.index("dvc push")
     assert not any("config" in d for d in stage["deps"])  # the config is the params, not files
-    assert dvc["metrics"] == ["results/tables/metrics.json"]
+    assert dvc["metrics"] == [paths.TABLE_JSON] == ["results/tables/metrics.json"]
     (plot,) = dvc["plots"]
-    spec = plot["results/tables/metrics.csv"]
+    spec = plot[paths.TABLE]
     assert {spec["x"], *spec["y"]} <= set(aggregate.FIRST)
     rules = (ROOT / "workflow" / "rules" / "report.smk").read_text()
-    assert 'json=f"{RESULTS}/tables/metrics.json"' in rules
+    assert "json=paths.TABLE_JSON" in rules  # the aggregate rule writes what dvc.yaml reads
     ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", "results/study.json"],
                              cwd=ROOT).returncode
     assert ignored == 1  # git keeps it; the rest of results/ stays ignored

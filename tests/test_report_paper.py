@@ -329,8 +329,9 @@ def test_captions_name_every_item_and_skip_reason():
     assert "`rvpt/fig1.{png,pdf}`: RVPT Fig. 1:" in text
     assert "d_triggers.png`: RVPT Fig. 9" in text
     assert "- RVPT Table 10: why" in text
-    assert set(plan.CAPTIONS) == {"/".join(k) for k in paper.TABLES} | set(plan.CURVES) | set(
+    assert set(plan.ITEMS) == {"/".join(k) for k in paper.TABLES} | set(plan.CURVES) | set(
         plan.PROBE_FIGURES) | {"rvpt/table9"}
+    assert all(item.caption and item.name == name for name, item in plan.ITEMS.items())
 
 
 def test_compute_table(tmp_path):

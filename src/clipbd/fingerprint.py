@@ -32,6 +32,7 @@ NOT_IN_JOBS = ("accel.py",  # execution options (device, bf16, compile), like th
                "numerics.py",  # its settings and pins go in through `numerics.token()` instead
                "cli.py", "config.py", "config_checks.py", "config_overrides.py",
                "fingerprint.py", "grid.py",
+               "paths.py",  # where outputs go: the rules' inputs and outputs, seen by the DAG
                "retry.py",  # what a retry asks of SLURM, evaluated by snakemake, not by jobs
                "__main__.py", "audit/__init__.py", "audit/chain.py", "audit/expect.py",
                "audit/recompute.py",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-
+from clipbd import paths
 from clipbd.config import CLEAN
 
 DEFAULT = "default"
@@ -51,8 +51,15 @@ class Run:
 
     @property
     def key(self) -> str:
-        return (f"{self.dataset}/{self.attack}/{self.attack_variant}/{self.defense}/{self.defense_variant}/"
-                f"shots~{self.shots}/seed~{self.seed}")
+        """Its path segment under results/metrics, defenses, probes (`paths.RUN`)."""
+        return paths.RUN.format(**asdict(self))
+
+    def row(self, **extra) -> dict:
+        """Its columns in metrics.csv: the coordinates, `extra`, its variants' parameters."""
+        return {"dataset": self.dataset, "attack": self.attack, "defense": self.defense,
+                "shots": self.shots, "seed": self.seed, "attack_variant": self.attack_variant,
+                "defense_variant": self.defense_variant, **extra,
+                **decode_variant(self.attack_variant), **decode_variant(self.defense_variant)}
 
 
 def invalid(attack: str, defense: str) -> str:

@@ -5,7 +5,7 @@
 
 rule trigger:
     output:
-        f"{RESULTS}/triggers/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/trigger.safetensors",
+        fill(paths.TRIGGER, kind="trigger"),
     log:
         "logs/trigger/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     group:
@@ -27,7 +27,7 @@ rule learn_trigger:
     input:
         unpack(learn_trigger_inputs),
     output:
-        f"{RESULTS}/triggers/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/learned.safetensors",
+        fill(paths.TRIGGER, kind="learned"),
     log:
         "logs/learn_trigger/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:
@@ -54,7 +54,7 @@ rule poison:
         unpack(train_splits("backdoor")),
         trigger=trigger_for,
     output:
-        f"{RESULTS}/poisoned/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/train.safetensors",
+        fill(paths.POISONED, split="train"),
     log:
         "logs/poison/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:
@@ -78,9 +78,9 @@ rule poison:
 rule poison_test:
     input:
         trigger=trigger_for,
-        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
+        test=fill(paths.SPLIT, split="test"),
     output:
-        f"{RESULTS}/poisoned/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/test.safetensors",
+        fill(paths.POISONED, split="test"),
     log:
         "logs/poison_test/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:

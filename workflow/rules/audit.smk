@@ -14,4 +14,4 @@ rule audit:
         code=code_for("aggregate"),
     shell:
         "python -m clipbd audit --cfg {params.cfg:q} --code {params.code} --root . "
-        "--out-dir results/audit 2> {log}"
+        f"--out-dir {paths.AUDIT} 2> {{log}}"

@@ -1,12 +1,13 @@
 # Grid expansion, input functions, params builders, wildcard constraints.
 import json
+from dataclasses import asdict
 
+from clipbd import paths
 from clipbd.fingerprint import defend_files, fingerprint, method_files
-from clipbd.grid import backbone, real_trigger, resolved_params, decode_variant
+from clipbd.grid import Run, backbone, real_trigger, resolved_params
+from clipbd.paths import RUN, fill
 
-RESULTS = "results"
 ENV = f"../../{config['conda_env']}"  # used with --software-deployment-method conda
-RUN = "{dataset}/{attack}/{attack_variant}/{defense}/{defense_variant}/shots~{shots}/seed~{seed}"
 
 
 wildcard_constraints:
@@ -34,14 +35,14 @@ def final_targets(wildcards):
         supervised = {f"supervised_{k}": v for k, v in sup_grid.REPORT.items()}
         if config["supervised"]["only"]:
             return supervised
-    galleries = [GALLERY[k].format(dataset=d) for d in attacked_datasets() for k in GALLERY]
-    curves = {f"loss_curves_{k}": v for k, v in LOSS_CURVES.items()}
+    galleries = [fill(path, dataset=d) for d in attacked_datasets() for path in paths.GALLERY.values()]
+    curves = {f"loss_curves_{k}": v for k, v in paths.LOSS_CURVES.items()}
     return {
         "metrics": all_metrics(wildcards),
         "galleries": galleries,
-        **FIGURES,
+        **paths.OVERVIEW,
         **curves,
-        "paper": f"{RESULTS}/paper/captions.md",
+        "paper": paths.CAPTIONS,
         **supervised,
     }
 
@@ -56,7 +57,7 @@ def first_variants(dataset):
     out = {}
     for run in RUNS:
         if run.dataset == dataset and run.attack != "clean" and run.attack not in out:
-            out[run.attack] = f"{RESULTS}/poisoned/{dataset}/{chain_of(run)}/test.safetensors"
+            out[run.attack] = fill(paths.POISONED, **chain_of(run), dataset=dataset, split="test")
     return out
 
 
@@ -69,11 +70,11 @@ def gallery_args(wildcards):
 
 
 def all_metrics(wildcards):
-    return [f"{RESULTS}/metrics/{run.key}/metrics.json" for run in RUNS]
+    return [fill(paths.METRICS, **asdict(run)) for run in RUNS]
 
 
 def split_path(name, split):
-    return f"{RESULTS}/data/{name}/{split}.safetensors"
+    return fill(paths.SPLIT, dataset=name, split=split)
 
 
 def raw_inputs(wildcards):
@@ -114,21 +115,16 @@ def attack_class(name):
 
 
 # The attack chain (trigger, poisoning, backdoor) is on the seed axis: run seed s reads the
-# trigger, poisoned sets and backdoored model built with seed s (`ATTACK_CHAIN` paths).
-ATTACK_CHAIN = "{attack}/{attack_variant}/seed~{seed}"
-
-
+# trigger, poisoned sets and backdoored model built with seed s (`paths.CHAIN`).
 def chain_of(wildcards):
-    """`attack/attack_variant/seed~s` of a run or of an attack-chain job."""
-    return ATTACK_CHAIN.format(
-        attack=wildcards.attack, attack_variant=wildcards.attack_variant, seed=wildcards.seed
-    )
+    """The attack-chain fields (`paths.CHAIN`) of a run or of an attack-chain job."""
+    return {"attack": wildcards.attack, "attack_variant": wildcards.attack_variant, "seed": wildcards.seed}
 
 
 def trigger_for(wildcards):
-    name = "learned" if attack_class(wildcards.attack).learned else "trigger"
+    kind = "learned" if attack_class(wildcards.attack).learned else "trigger"
     src = backdoor_source(wildcards.dataset)
-    return f"{RESULTS}/triggers/{src}/{chain_of(wildcards)}/{name}.safetensors"
+    return fill(paths.TRIGGER, **chain_of(wildcards), dataset=src, kind=kind)
 
 
 def learn_trigger_datasets(wildcards):
@@ -154,19 +150,19 @@ def model_for(wildcards):
     if wildcards.attack == "clean":
         return clean_model(wildcards.dataset)
     src = backdoor_source(wildcards.dataset)
-    return f"{RESULTS}/models/backdoor/{src}/{chain_of(wildcards)}/model.safetensors"
+    return fill(paths.BACKDOOR_MODEL, **chain_of(wildcards), dataset=src)
 
 
 def poisoned_test_for(wildcards):
     if wildcards.attack == "clean":
         return []
-    return f"{RESULTS}/poisoned/{wildcards.dataset}/{chain_of(wildcards)}/test.safetensors"
+    return fill(paths.POISONED, **chain_of(wildcards), dataset=wildcards.dataset, split="test")
 
 
 def delta_for(wildcards):
     if wildcards.defense == "none":
         return []
-    return f"{RESULTS}/defenses/{RUN}/delta.safetensors".format(**wildcards)
+    return fill(paths.DELTA, **wildcards)
 
 
 def tune_dataset(wildcards):
@@ -177,7 +173,7 @@ def tune_dataset(wildcards):
 
 def fewshot_for(wildcards):
     tune = tune_dataset(wildcards)
-    return f"{RESULTS}/data/{tune}/fewshot/shots~{wildcards.shots}/seed~{wildcards.seed}.json"
+    return fill(paths.FEWSHOT, dataset=tune, shots=wildcards.shots, seed=wildcards.seed)
 
 
 def oracle_trigger(wildcards):
@@ -205,9 +201,7 @@ def backdoor_source(dataset):
 def clean_model(dataset):
     """The clean CLIP of `dataset`'s backbone: the top-level `model`, or one of `models`."""
     name = backbone(config, dataset)
-    if name:
-        return f"{RESULTS}/models/clean/{name}/model.safetensors"
-    return f"{RESULTS}/models/clean/model.safetensors"
+    return fill(paths.BACKBONE_MODEL, backbone=name) if name else paths.CLEAN_MODEL
 
 
 def backdoor_clean_model(wildcards):
@@ -248,10 +242,7 @@ def features_for(wildcards):
     if not config["feature_cache"] or not defenses.REGISTRY.get(wildcards.defense).frozen_image:
         return []
     seed = config["seed"] if wildcards.attack == "clean" else wildcards.seed  # one clean model
-    return (
-        f"{RESULTS}/features/{wildcards.dataset}/{wildcards.attack}/{wildcards.attack_variant}/"
-        f"seed~{seed}/features.safetensors"
-    )
+    return fill(paths.FEATURES, **{**chain_of(wildcards), "seed": seed}, dataset=wildcards.dataset)
 
 
 def features_cfg(wildcards):
@@ -268,18 +259,19 @@ def probe_poisoned(wildcards):
 
 
 def paper_item(wildcards):
-    return f"{wildcards.paper}/{wildcards.item}"
+    """The paper table or figure a job builds (clipbd.report.plan.ITEMS)."""
+    return clipbd_plan.ITEMS[f"{wildcards.paper}/{wildcards.item}"]
 
 
 def paper_caption(wildcards):
-    return clipbd_plan.CAPTIONS[paper_item(wildcards)]
+    return paper_item(wildcards).caption
 
 
 def probe_map(wildcards):
     """label -> probe dump, for the figures drawn from probes (RVPT Figs. 1, 4, 5)."""
-    if paper_item(wildcards) not in clipbd_plan.PROBE_FIGURES:
+    if paper_item(wildcards).reads != "probes":
         return {}
-    return {label: f"{RESULTS}/probes/{run.key}/probe.safetensors" for label, run in PAPER.probes.items()}
+    return {label: fill(paths.PROBE, **asdict(run)) for label, run in PAPER.probes.items()}
 
 
 def paper_probes(wildcards):
@@ -293,25 +285,28 @@ def paper_probe_args(wildcards):
 def paper_table_input(wildcards):
     """metrics.csv, for every item but those drawn from probes or deltas only (an edit that
     changes metrics alone does not redraw them)."""
-    item = paper_item(wildcards)
-    if item == "rvpt/table9" or item in clipbd_plan.PROBE_FIGURES:
-        return []
-    return f"{RESULTS}/tables/metrics.csv"
+    return paths.TABLE if paper_item(wildcards).reads == "metrics" else []
 
 
 def paper_deltas(wildcards):
-    """The deltas (and their sidecars) RVPT Table 9 reads its compute figures from."""
-    return PAPER.deltas if paper_item(wildcards) == "rvpt/table9" else []
+    """The deltas (and their sidecars) an item reads its compute figures from (RVPT Table 9)."""
+    return PAPER.deltas if paper_item(wildcards).reads == "deltas" else []
+
+
+def paper_prefix(name):
+    """results/paper/<paper>/<item> (no extension) of a plan item "<paper>/<item>"."""
+    paper, item = name.split("/")
+    return fill(paths.PAPER, paper=paper, item=item)
 
 
 def paper_items(wildcards):
-    tables = [f"{RESULTS}/paper/{t}.{ext}" for t in PAPER.tables for ext in ("csv", "md", "tex")]
-    return tables + [f"{RESULTS}/paper/{f}.{ext}" for f in PAPER.figures for ext in ("png", "pdf")]
+    items = [clipbd_plan.ITEMS[name] for name in PAPER.tables + PAPER.figures]
+    return [out for item in items for out in item.outputs(paper_prefix(item.name))]
 
 
 def paper_plan(wildcards):
     galleries = [
-        GALLERY[k].format(dataset=d) for d in attacked_datasets() for k in ("png", "perturbations_png")
+        fill(paths.GALLERY[k], dataset=d) for d in attacked_datasets() for k in ("png", "perturbations_png")
     ]
     return as_json(
         {"tables": PAPER.tables, "figures": PAPER.figures, "skipped": PAPER.skipped, "galleries": galleries}

@@ -5,8 +5,8 @@ rule prepare_data:
     input:
         raw_inputs,
     output:
-        train=f"{RESULTS}/data/{{dataset}}/train.safetensors",
-        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
+        train=fill(paths.SPLIT, split="train"),
+        test=fill(paths.SPLIT, split="test"),
     log:
         "logs/prepare_data/{dataset}.log",
     conda:
@@ -29,9 +29,9 @@ rule prepare_data:
 
 rule fewshot:
     input:
-        train=f"{RESULTS}/data/{{dataset}}/train.safetensors",
+        train=fill(paths.SPLIT, split="train"),
     output:
-        f"{RESULTS}/data/{{dataset}}/fewshot/shots~{{shots}}/seed~{{seed}}.json",
+        paths.FEWSHOT,
     log:
         "logs/fewshot/{dataset}/shots~{shots}/seed~{seed}.log",
     group:

@@ -8,7 +8,7 @@ rule defend:
         train=tune_train_for,
         trigger=oracle_trigger_for,
     output:
-        f"{RESULTS}/defenses/{RUN}/delta.safetensors",
+        paths.DELTA,
     log:
         f"logs/defend/{RUN}.log",
     conda:

@@ -5,11 +5,11 @@ rule evaluate:
     input:
         model=model_for,
         delta=delta_for,
-        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
+        test=fill(paths.SPLIT, split="test"),
         poisoned=poisoned_test_for,
         features=features_for,
     output:
-        f"{RESULTS}/metrics/{RUN}/metrics.json",
+        paths.METRICS,
     log:
         f"logs/evaluate/{RUN}.log",
     group:
@@ -39,10 +39,10 @@ rule evaluate:
 rule features:
     input:
         model=model_for,
-        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
+        test=fill(paths.SPLIT, split="test"),
         poisoned=poisoned_test_for,
     output:
-        f"{RESULTS}/features/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/features.safetensors",
+        paths.FEATURES,
     log:
         "logs/features/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:

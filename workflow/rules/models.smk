@@ -5,7 +5,7 @@ rule pretrain:
     input:
         unpack(pretrain_inputs),
     output:
-        f"{RESULTS}/models/clean/model.safetensors",
+        paths.CLEAN_MODEL,
     log:
         "logs/pretrain/clean.log",
     conda:
@@ -30,7 +30,7 @@ rule import_model:
     input:
         unpack(import_inputs),
     output:
-        f"{RESULTS}/models/clean/{{backbone}}/model.safetensors",
+        paths.BACKBONE_MODEL,
     log:
         "logs/import_model/{backbone}.log",
     conda:
@@ -50,9 +50,9 @@ rule backdoor:
         # the corpus is an index into these clean splits: its clean rows are read from them
         unpack(train_splits("backdoor")),
         clean=backdoor_clean_model,
-        poisoned=f"{RESULTS}/poisoned/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/train.safetensors",
+        poisoned=fill(paths.POISONED, split="train"),
     output:
-        f"{RESULTS}/models/backdoor/{{dataset}}/{{attack}}/{{attack_variant}}/seed~{{seed}}/model.safetensors",
+        paths.BACKDOOR_MODEL,
     log:
         "logs/backdoor/{dataset}/{attack}/{attack_variant}/seed~{seed}.log",
     conda:

@@ -52,18 +52,16 @@ def fewshot_cfg(wildcards):
 def run_cfg(wildcards):
     params = resolved_params(config, "defense", wildcards.defense, wildcards.defense_variant)
     attack_params = resolved_params(config, "attack", wildcards.attack, wildcards.attack_variant)
-    row = {
-        "dataset": wildcards.dataset,
-        "attack": wildcards.attack,
-        "defense": wildcards.defense,
-        "shots": int(wildcards.shots),
-        "seed": int(wildcards.seed),
-        "attack_variant": wildcards.attack_variant,
-        "defense_variant": wildcards.defense_variant,
-        "poison_rate": attack_params.get("poison_rate"),
-        **decode_variant(wildcards.attack_variant),
-        **decode_variant(wildcards.defense_variant),
-    }
+    run = Run(
+        wildcards.dataset,
+        wildcards.attack,
+        wildcards.attack_variant,
+        wildcards.defense,
+        wildcards.defense_variant,
+        int(wildcards.shots),
+        int(wildcards.seed),
+    )
+    row = run.row(poison_rate=attack_params.get("poison_rate"))
     oracle = (
         {"attack": {"params": attack_params, "image_size": config["image_size"], "seed": int(wildcards.seed)}}
         if oracle_trigger(wildcards)

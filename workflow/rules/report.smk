@@ -1,29 +1,12 @@
 # The tidy table and what is built from it.
 
-GALLERY = {
-    "png": f"{RESULTS}/figures/gallery/{{dataset}}_triggers.png",
-    "pdf": f"{RESULTS}/figures/gallery/{{dataset}}_triggers.pdf",
-    "perturbations_png": f"{RESULTS}/figures/gallery/{{dataset}}_perturbations.png",
-    "perturbations_pdf": f"{RESULTS}/figures/gallery/{{dataset}}_perturbations.pdf",
-}
-LOSS_CURVES = {
-    "png": f"{RESULTS}/figures/loss_curves.png",
-    "pdf": f"{RESULTS}/figures/loss_curves.pdf",
-    "csv": f"{RESULTS}/tables/loss_curves.csv",
-}
-FIGURES = {
-    "png": f"{RESULTS}/figures/overview.png",
-    "pdf": f"{RESULTS}/figures/overview.pdf",
-    "markdown": f"{RESULTS}/tables/metrics.md",
-}
-
 
 rule aggregate:
     input:
         all_metrics,
     output:
-        csv=f"{RESULTS}/tables/metrics.csv",
-        json=f"{RESULTS}/tables/metrics.json",  # dvc.yaml's metrics
+        csv=paths.TABLE,
+        json=paths.TABLE_JSON,  # dvc.yaml's metrics
     log:
         "logs/aggregate.log",
     group:
@@ -43,11 +26,11 @@ rule aggregate:
 
 rule figure:
     input:
-        f"{RESULTS}/tables/metrics.csv",
+        paths.TABLE,
     output:
-        png=report(FIGURES["png"], caption="../report/overview.rst", category="overview"),
-        pdf=FIGURES["pdf"],
-        markdown=FIGURES["markdown"],
+        png=report(paths.OVERVIEW["png"], caption="../report/overview.rst", category="overview"),
+        pdf=paths.OVERVIEW["pdf"],
+        markdown=paths.OVERVIEW["markdown"],
     log:
         "logs/figure.log",
     group:
@@ -69,9 +52,9 @@ rule loss_curves:
     input:
         all_metrics,  # the curves: in the sidecars of the training jobs behind these
     output:
-        png=report(LOSS_CURVES["png"], caption="../report/loss_curves.rst", category="overview"),
-        pdf=LOSS_CURVES["pdf"],
-        csv=LOSS_CURVES["csv"],
+        png=report(paths.LOSS_CURVES["png"], caption="../report/loss_curves.rst", category="overview"),
+        pdf=paths.LOSS_CURVES["pdf"],
+        csv=paths.LOSS_CURVES["csv"],
     log:
         "logs/loss_curves.log",
     group:
@@ -92,17 +75,19 @@ rule loss_curves:
 rule gallery:
     input:
         unpack(gallery_inputs),
-        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
+        test=fill(paths.SPLIT, split="test"),
     output:
-        png=report(GALLERY["png"], caption="../report/triggers.rst", category="rvpt", subcategory="figures"),
-        pdf=GALLERY["pdf"],
+        png=report(
+            paths.GALLERY["png"], caption="../report/triggers.rst", category="rvpt", subcategory="figures"
+        ),
+        pdf=paths.GALLERY["pdf"],
         perturbations_png=report(
-            GALLERY["perturbations_png"],
+            paths.GALLERY["perturbations_png"],
             caption="../report/perturbations.rst",
             category="rvpt",
             subcategory="figures",
         ),
-        perturbations_pdf=GALLERY["perturbations_pdf"],
+        perturbations_pdf=paths.GALLERY["perturbations_pdf"],
     log:
         "logs/gallery/{dataset}.log",
     group:
@@ -144,10 +129,10 @@ rule probe:
     input:
         model=model_for,
         delta=delta_for,
-        test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
+        test=fill(paths.SPLIT, split="test"),
         poisoned=probe_poisoned,
     output:
-        f"{RESULTS}/probes/{RUN}/probe.safetensors",
+        paths.PROBE,
     log:
         f"logs/probe/{RUN}.log",
     conda:
@@ -172,13 +157,13 @@ rule paper_table:
         deltas=paper_deltas,
     output:
         csv=report(
-            f"{RESULTS}/paper/{{paper}}/{{item}}.csv",
+            paths.PAPER + ".csv",
             caption="../report/paper.rst",
             category="{paper}",
             subcategory="tables",
         ),
-        md=f"{RESULTS}/paper/{{paper}}/{{item}}.md",
-        tex=f"{RESULTS}/paper/{{paper}}/{{item}}.tex",
+        md=paths.PAPER + ".md",
+        tex=paths.PAPER + ".tex",
     log:
         "logs/paper/{paper}_{item}.log",
     group:
@@ -195,7 +180,7 @@ rule paper_table:
     shell:
         "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
         "--table={input.table} --deltas {input.deltas} "
-        f"--prefix {RESULTS}/paper/{{wildcards.paper}}/{{wildcards.item}} 2> {{log}}"
+        "--prefix " + fill(paths.PAPER, paper="{wildcards.paper}", item="{wildcards.item}") + " 2> {log}"
 
 
 rule paper_figure:
@@ -204,12 +189,12 @@ rule paper_figure:
         probes=paper_probes,
     output:
         png=report(
-            f"{RESULTS}/paper/{{paper}}/{{item}}.png",
+            paths.PAPER + ".png",
             caption="../report/paper.rst",
             category="{paper}",
             subcategory="figures",
         ),
-        pdf=f"{RESULTS}/paper/{{paper}}/{{item}}.pdf",
+        pdf=paths.PAPER + ".pdf",
     log:
         "logs/paper/{paper}_{item}.log",
     group:
@@ -227,14 +212,14 @@ rule paper_figure:
     shell:
         "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
         "--table={input.table} --probe {params.probes} "
-        f"--prefix {RESULTS}/paper/{{wildcards.paper}}/{{wildcards.item}} 2> {{log}}"
+        "--prefix " + fill(paths.PAPER, paper="{wildcards.paper}", item="{wildcards.item}") + " 2> {log}"
 
 
 rule paper_captions:
     input:
         paper_items,
     output:
-        report(f"{RESULTS}/paper/captions.md", caption="../report/captions.rst", category="overview"),
+        report(paths.CAPTIONS, caption="../report/captions.rst", category="overview"),
     log:
         "logs/paper/captions.log",
     group:

@@ -30,8 +30,8 @@ if "supervised" in config:
 
     rule sup_train:
         input:
-            train=f"{RESULTS}/data/{{dataset}}/train.safetensors",
-            test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
+            train=fill(paths.SPLIT, split="train"),
+            test=fill(paths.SPLIT, split="test"),
             trigger=sup_grid.TRIGGER,
         output:
             model=sup_grid.VICTIM,
@@ -57,8 +57,8 @@ if "supervised" in config:
     rule sup_defend:
         input:
             victim=sup_grid.VICTIM,
-            train=f"{RESULTS}/data/{{dataset}}/train.safetensors",
-            test=f"{RESULTS}/data/{{dataset}}/test.safetensors",
+            train=fill(paths.SPLIT, split="train"),
+            test=fill(paths.SPLIT, split="test"),
             trigger=sup_grid.TRIGGER,
         output:
             delta=sup_grid.DELTA,

@@ -24,11 +24,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from clipbd import paths
 from clipbd.artifacts import atomic_path, write_json
 from clipbd.audit.chain import Auditor, Entry, final_tables
 
 FATAL = ("modified", "missing")
-TABLE = "results/tables/metrics.csv"
+TABLE = paths.TABLE
 EXIT = {"damaged": 1, "differs": 4, "stale": 3, "ok": 0}
 
 

@@ -17,11 +17,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipbd import paths
 from clipbd.artifacts import read_json, sha256_file, sidecar_path
 import clipbd.audit.expect as expect
 
 RANK = {"ok": 0, "stale": 1, "modified": 2, "missing": 3}
-RESULTS = "results"  # the workflow's output folder (workflow/rules/common.smk: R)
+RESULTS = paths.RESULTS
 TABLE_NUMBERS = ("ca", "asr", "asr_all", "pa", "asr_image_key", "asr_text_key")
 
 
@@ -181,7 +182,7 @@ def _same(a, b) -> bool:
 def final_tables(root: Path) -> list[str]:
     """Every table and figure under results/tables and results/figures (not sidecars)."""
     out = []
-    for sub in ("results/tables", "results/figures"):
+    for sub in (paths.TABLES, paths.FIGURES):
         d = root / sub
         if d.is_dir():
             out += [str(p.relative_to(root)) for p in sorted(d.rglob("*"))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import asdict
 
 import pandas as pd
 
+from clipbd import paths
 from clipbd.artifacts import read_json
 from clipbd.report.paper import DEFENSE
 from clipbd.report.tables import to_csv, to_latex, to_markdown
@@ -78,6 +80,6 @@ def write(deltas: list[str], csv: str, md: str, tex: str) -> list[str]:
 
 def deltas_of(runs, dataset: str, shots: int) -> list[str]:
     """The deltas Table 9 reads: default variants on `dataset` at `shots` (attacks, seeds)."""
-    return sorted(f"results/defenses/{r.key}/delta.safetensors" for r in runs
+    return sorted(paths.fill(paths.DELTA, **asdict(r)) for r in runs
                   if r.dataset == dataset and r.defense != "none" and r.defense_variant == "default"
                   and r.attack_variant == "default" and r.shots == shots)

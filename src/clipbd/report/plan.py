@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
 
 import pandas as pd
 
-from clipbd.grid import DEFAULT, Run, decode_variant
+from clipbd import paths
+from clipbd.grid import DEFAULT, Run
 from clipbd.report import compute, curves, paper, probe_figures, tables
 
 log = logging.getLogger(__name__)
 
-CAPTIONS = {
+_CAPTIONS = {
     "rvpt/table1": "RVPT Table 1: ASR (CA) in % of each attack under no defense, CleanCLIP, "
                    "a linear probe and RVPT, on the first dataset of the grid.",
     "rvpt/table2": "RVPT Table 2: BadNet, Blended and WaNet on every dataset of the grid.",
@@ -46,11 +49,61 @@ CAPTIONS = {
                   "mean over the attacks.",
     "fst/alpha": "FST: sensitivity to alpha (weight of the <W, W_ori> term), per attack.",
 }
-PROBE_FIGURES = {"rvpt/fig1": ("backdoored",), "rvpt/fig4": ("backdoored", "RVPT"),
-                 "rvpt/fig5": ("backdoored",)}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What an item's job reads: the tidy table, the probe dumps (label -> file), the deltas."""
+    df: pd.DataFrame | None = None
+    probes: dict[str, str] = field(default_factory=dict)
+    deltas: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One paper table (results/paper/<name>.csv/.md/.tex) or figure (.png/.pdf)."""
+    name: str  # "<paper>/<item>"
+    caption: str
+    figure: bool
+    reads: str  # what its job reads: "metrics" (metrics.csv), "deltas" (and their sidecars), "probes"
+    build: Callable[[Inputs, list[str]], object]  # (inputs, output files) -> writes them
+    probed: tuple[str, ...] = ()  # probe figures: the panels that must be in the grid
+    probed_any: tuple[str, ...] = ()  # ... and at least one of these
+
+    def outputs(self, prefix: str) -> list[str]:
+        return [f"{prefix}.{ext}" for ext in (("png", "pdf") if self.figure else ("csv", "md", "tex"))]
+
+
+def _table(spec_fn, ins: Inputs, outs: list[str]):
+    return tables.write(spec_fn(ins.df), ins.df, *outs)
+
+
+def _curve(fn, ins: Inputs, outs: list[str]):
+    return fn(ins.df, *outs)
+
+
+def _probed(fn, ins: Inputs, outs: list[str]):
+    return fn(ins.probes, *outs)
+
+
 CURVES = {"rvpt/fig3": (curves.rvpt_fig3, curves.FIG3),
           "cbpt/shots": (curves.cbpt_shots, {"shots": curves.CBPT_SHOTS}),
           "fst/alpha": (curves.fst_alpha, {"alpha": curves.FST_ALPHA})}
+ITEMS = {item.name: item for item in [
+    *(Item("/".join(key), _CAPTIONS["/".join(key)], False, "metrics", partial(_table, spec[0]))
+      for key, spec in paper.TABLES.items()),
+    Item("rvpt/table9", _CAPTIONS["rvpt/table9"], False, "deltas",
+         lambda ins, outs: compute.write(list(ins.deltas), *outs)),
+    *(Item(name, _CAPTIONS[name], True, "metrics", partial(_curve, fn))
+      for name, (fn, _) in CURVES.items()),
+    Item("rvpt/fig1", _CAPTIONS["rvpt/fig1"], True, "probes", partial(_probed, probe_figures.fig1),
+         probed=("backdoored",)),
+    Item("rvpt/fig4", _CAPTIONS["rvpt/fig4"], True, "probes", partial(_probed, probe_figures.fig4),
+         probed=("backdoored", "RVPT")),
+    Item("rvpt/fig5", _CAPTIONS["rvpt/fig5"], True, "probes", partial(_probed, probe_figures.fig5),
+         probed=("backdoored",), probed_any=("VPT", "RVPT")),
+]}
+PROBE_FIGURES = [name for name, item in ITEMS.items() if item.reads == "probes"]
 
 
 @dataclass
@@ -65,11 +118,8 @@ class Plan:
 
 def frame(runs: list[Run]) -> pd.DataFrame:
     """The grid's planned rows, with the columns metrics.csv will have (placeholder values)."""
-    rows = [{"dataset": r.dataset, "attack": r.attack, "defense": r.defense, "shots": r.shots,
-             "seed": r.seed, "attack_variant": r.attack_variant, "defense_variant": r.defense_variant,
-             "ca": 0.5, "asr": None if r.attack == "clean" else 0.5,
-             "pa": None if r.attack == "clean" else 0.5,
-             **decode_variant(r.attack_variant), **decode_variant(r.defense_variant)} for r in runs]
+    rows = [r.row(ca=0.5, asr=None if r.attack == "clean" else 0.5,
+                  pa=None if r.attack == "clean" else 0.5) for r in runs]
     return pd.DataFrame(rows)
 
 
@@ -101,7 +151,8 @@ def probe_runs(runs: list[Run]) -> tuple[dict[str, Run], str]:
                 wanted[label] = Run(dataset, attack, DEFAULT, defense, DEFAULT, shots, s)
                 break
     chosen = {k: r for k, r in wanted.items() if r.key in by_key}
-    return chosen, f"results/poisoned/{dataset}/{attack}/{DEFAULT}/seed~{seeds[0]}/test.safetensors"
+    return chosen, paths.fill(paths.POISONED, dataset=dataset, attack=attack, attack_variant=DEFAULT,
+                              seed=seeds[0], split="test")
 
 
 def plan(runs: list[Run]) -> Plan:
@@ -115,10 +166,11 @@ def plan(runs: list[Run]) -> Plan:
     out.skipped.update(paper.NOT_GRID)
     if not df.empty:
         out.deltas = compute.deltas_of(runs, paper.primary(df), paper.main_shots(df))
-    if out.deltas:
-        out.tables.append("rvpt/table9")
-    else:
-        out.skipped["RVPT Table 9"] = "the grid has no defense that tunes"
+    for name in (n for n, item in ITEMS.items() if item.reads == "deltas"):
+        if out.deltas:
+            out.tables.append(name)
+        else:
+            out.skipped["RVPT Table 9"] = "the grid has no defense that tunes"
     for name, (_, panels) in CURVES.items():
         reasons = curves.panel_reasons(df, panels) if not df.empty else {"all": "empty grid"}
         if len(reasons) == len(panels):
@@ -127,11 +179,13 @@ def plan(runs: list[Run]) -> Plan:
             out.figures.append(name)
             out.skipped.update({f"{name} panel {p}": r for p, r in reasons.items()})
     probes, out.trigger = probe_runs(runs)
-    for name, needs in PROBE_FIGURES.items():
-        missing = [n for n in needs if n not in probes]
-        if missing or (name == "rvpt/fig5" and not {"VPT", "RVPT"} & set(probes)):
-            out.skipped[name] = (f"the grid lacks the model(s) probed: {', '.join(missing)}"
-                                 if missing else "the grid has neither VPT nor RVPT")
+    for name in PROBE_FIGURES:
+        item = ITEMS[name]
+        missing = [n for n in item.probed if n not in probes]
+        if missing:
+            out.skipped[name] = f"the grid lacks the model(s) probed: {', '.join(missing)}"
+        elif item.probed_any and not set(item.probed_any) & set(probes):
+            out.skipped[name] = f"the grid has none of {', '.join(item.probed_any)}"
         else:
             out.figures.append(name)
     out.probes = probes if any(f in PROBE_FIGURES for f in out.figures) else {}
@@ -140,28 +194,14 @@ def plan(runs: list[Run]) -> Plan:
     return out
 
 
-def make(item: str, df: pd.DataFrame, prefix: str, probes: dict[str, str],
+def make(item: str, df: pd.DataFrame | None, prefix: str, probes: dict[str, str],
          deltas: list[str] = ()) -> list[str]:
-    """Build one planned item: a table (prefix.csv/.md/.tex) or a figure (prefix.png/.pdf);
-    returns the files written. `probes`: Figs. 1, 4, 5; `deltas`: Table 9."""
-    key = tuple(item.split("/"))
-    if item == "rvpt/table9":
-        return compute.write(list(deltas), *(f"{prefix}.{ext}" for ext in ("csv", "md", "tex")))
-    if key in paper.TABLES:
-        outs = [f"{prefix}.{ext}" for ext in ("csv", "md", "tex")]
-        tables.write(paper.TABLES[key][0](df), df, *outs)
-        return outs
-    outs = [f"{prefix}.png", f"{prefix}.pdf"]
-    if item in CURVES:
-        CURVES[item][0](df, *outs)
-        return outs
-    if item in PROBE_FIGURES:
-        fn = {"rvpt/fig1": probe_figures.fig1, "rvpt/fig4": probe_figures.fig4,
-              "rvpt/fig5": probe_figures.fig5}[item]
-        fn(probes, *outs)
-        return outs
-    raise ValueError(f"unknown paper item {item!r}; known: "
-                     f"{sorted(CAPTIONS)}")
+    """Build one planned item (ITEMS) from what its job read; returns the files written."""
+    if item not in ITEMS:
+        raise ValueError(f"unknown paper item {item!r}; known: {sorted(ITEMS)}")
+    outs = ITEMS[item].outputs(prefix)
+    ITEMS[item].build(Inputs(df, dict(probes), tuple(deltas)), outs)
+    return outs
 
 
 def captions(tables_: list[str], figures: list[str], skipped: dict[str, str],
@@ -169,9 +209,9 @@ def captions(tables_: list[str], figures: list[str], skipped: dict[str, str],
     lines = ["# Paper tables and figures of this study", "",
              "Each file under results/paper/ and the figure of the paper it reproduces.", ""]
     for item in tables_:
-        lines.append(f"- `{item}.{{csv,md,tex}}`: {CAPTIONS[item]}")
+        lines.append(f"- `{item}.{{csv,md,tex}}`: {ITEMS[item].caption}")
     for item in figures:
-        lines.append(f"- `{item}.{{png,pdf}}`: {CAPTIONS[item]}")
+        lines.append(f"- `{item}.{{png,pdf}}`: {ITEMS[item].caption}")
     for g in galleries:
         kind = ("RVPT Fig. 9: clean vs triggered images per attack (residual x10)"
                 if "triggers" in g else "RVPT Fig. 6: the benign perturbations")

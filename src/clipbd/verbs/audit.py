@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from clipbd import paths
 from clipbd.verbs import arg, verb
 
 HELP = """Audit the provenance chain of every final table.
@@ -44,7 +45,7 @@ verb("audit", HELP,
      arg("--configfile", default="", help="current config, read as the workflow reads a "
          "--configfile (with what it `extends`; default: the embedded config/config.yaml of "
          "the root; --cfg: resolved JSON)"),
-     arg("--out-dir", default="results/audit"),
+     arg("--out-dir", default=paths.AUDIT),
      arg("--recompute", nargs="+", default=[], metavar="ARTIFACT",
          help="also rebuild these artifacts (paths under the root) in a scratch directory, with "
          "the job Snakemake would run, and compare their sha256 with the recorded one"),
