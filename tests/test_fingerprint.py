@@ -79,12 +79,22 @@ COMMENT_ONLY = [  # (before, after): edits that change a file's bytes but not wh
      'def f(x):  # the successor\n    """Add one to `x`.\n\n    More words."""\n\n    return x + 1\n'),
     ('"""Module."""\nA = 1\n', '"""Module, now documented\nat length."""\n# a note\nA = (1)\n'),
     ('class C:\n    """Doc."""\n', 'class C:\n    """Other doc."""\n    # nothing else\n'),
+    # a registered method's DISPLAY facts: its title, table order, docs section
+    ('@register("a")\nclass A(Attack):\n    title = "A"\n    order = 1\n    k = 2\n',
+     '@register("a")\nclass A(Attack):\n    title = "An A"\n    order = 5\n    section = "S"\n'
+     '    k = 2\n'),
+    ('@attacks.register("a")\nclass A:\n    title: str = "A"\n    k = 1\n',
+     '@attacks.register("a")\nclass A:\n    k = 1\n'),
 ]
 BEHAVIOUR = [  # edits that do change it
     ('def f(x):\n    return x + 1\n', 'def f(x):\n    return x + 2\n'),
     ('A = 1\n', 'A = 1\nB = 2\n'),
     ('def f(x):\n    """Doc."""\n    return x\n', 'def f(x):\n    "Doc."\n    return x, "Doc."\n'),
     ('S = "a # not a comment"\n', 'S = "a"\n'),
+    # ... but any other attribute of it, and the same names outside a registered class
+    ('@register("a")\nclass A(Attack):\n    k = 2\n', '@register("a")\nclass A(Attack):\n    k = 3\n'),
+    ('class Spec:\n    title = "A"\n', 'class Spec:\n    title = "B"\n'),
+    ('@dataclass\nclass Spec:\n    order: int = 1\n', '@dataclass\nclass Spec:\n    order: int = 2\n'),
 ]
 
 

@@ -73,6 +73,17 @@ def appended(path, text="\n_EDITED = True  # an edit of what the file does\n"):
 
 
 @contextmanager
+def edited(path, old_text, new_text):
+    old = path.read_text()
+    assert old_text in old
+    path.write_text(old.replace(old_text, new_text))
+    try:
+        yield
+    finally:
+        path.write_text(old)
+
+
+@contextmanager
 def config_edit(clone, section, name, key, value):
     path = clone / "config" / "config.yaml"
     old = path.read_text()
@@ -171,6 +182,21 @@ def test_adding_a_seed_plans_that_seed_s_chain_and_reuses_seed_0(clone):
         "features:fmnist/badnet/default/1", "features:fmnist/trojvqa/default/1"]
     assert {j.split(":")[0] for j in jobs} - CHAIN - {"features"} <= REPORT
     assert {"aggregate", "paper_captions", "all"} <= set(jobs)
+
+
+def test_renaming_a_method_in_the_tables_rebuilds_only_the_paper_items(clone):
+    """A title is a DISPLAY fact (clipbd.fingerprint): no backdoor or defense reruns for it,
+    and every paper table and figure, which print it, is rebuilt."""
+    path = clone / "src" / "clipbd" / "attacks" / "badnet.py"
+    with edited(path, 'title = "BadNet"', 'title = "BadNets"'):
+        jobs = planned(clone)
+    paper = clone / "results" / "paper"
+    built = [f"paper_table:{p.relative_to(paper).with_suffix('').as_posix()}"
+             for p in paper.rglob("*.csv")]
+    built += [f"paper_figure:{p.relative_to(paper).with_suffix('').as_posix()}"
+              for p in paper.rglob("*.png")]
+    assert len(built) >= 3 and any(j.startswith("paper_figure") for j in built)
+    assert jobs == sorted(["all", *built])
 
 
 def test_comment_and_docstring_edits_of_every_file_plan_nothing(clone):

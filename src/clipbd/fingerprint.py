@@ -5,7 +5,8 @@ pass these fingerprints as params, so editing one attack's file reruns exactly i
 
 A Python file counts by what it does, not by its text: its syntax tree without docstrings
 (comments, blank lines and formatting never reach the tree), so an edit of a comment or a
-docstring reruns nothing, while any change of code does. Other files (model configs) count
+docstring reruns nothing, while any change of code does. A method's title, table order and
+docs section (DISPLAY) are left out too: the paper jobs that print them take them as a param. Other files (model configs) count
 by their bytes.
 """
 from __future__ import annotations
@@ -72,12 +73,42 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+# A registered method's facts for people: its name in the tables, their order, its heading in
+# docs/methods.md. No job computes with them; the paper jobs that print them take them as a
+# param (workflow/rules/common.smk: paper_titles), so editing one reruns those jobs alone.
+DISPLAY = ("title", "order", "section")
+
+
+def _registered(node: ast.ClassDef) -> bool:
+    """A class under `@register(...)` (an attack or defense registry entry)."""
+    for dec in node.decorator_list:
+        fn = dec.func if isinstance(dec, ast.Call) else dec
+        if (fn.id if isinstance(fn, ast.Name) else getattr(fn, "attr", "")) == "register":
+            return True
+    return False
+
+
+def _is_display(stmt: ast.stmt) -> bool:
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else (
+        [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
+    return len(targets) == 1 and isinstance(targets[0], ast.Name) and targets[0].id in DISPLAY
+
+
+def _without_display_facts(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and _registered(node):
+            node.body = [stmt for stmt in node.body if not _is_display(stmt)]
+    return tree
+
+
 def code_text(path: Path) -> bytes:
     """What of a source file decides behaviour: a .py file's syntax tree without docstrings
-    (no comments, positions or formatting), any other file's bytes."""
+    and without its registered classes' DISPLAY facts (no comments, positions or formatting),
+    any other file's bytes."""
     if path.suffix != ".py":
         return path.read_bytes()
-    return ast.dump(_without_docstrings(ast.parse(path.read_bytes()))).encode()
+    tree = _without_display_facts(_without_docstrings(ast.parse(path.read_bytes())))
+    return ast.dump(tree).encode()
 
 
 @lru_cache(maxsize=None)

@@ -293,6 +293,14 @@ def paper_deltas(wildcards):
     return PAPER.deltas if paper_item(wildcards).reads == "deltas" else []
 
 
+def paper_titles(wildcards):
+    """The methods' titles in table order, printed by the paper items: their code fingerprint
+    leaves a method's DISPLAY facts out (clipbd.fingerprint), so an edit of one reruns these."""
+    from clipbd.report import paper
+
+    return json.dumps([list(paper.ATTACK.items()), list(paper.DEFENSE.items())])
+
+
 def paper_prefix(name):
     """results/paper/<paper>/<item> (no extension) of a plan item "<paper>/<item>"."""
     paper, item = name.split("/")

@@ -115,6 +115,7 @@ rule gallery:
 from clipbd.report import plan as clipbd_plan
 
 PAPER = clipbd_plan.plan(RUNS)
+PAPER_PREFIX = fill(paths.PAPER, paper="{wildcards.paper}", item="{wildcards.item}")  # in `shell:`
 
 
 report: "../report/workflow.rst"
@@ -157,13 +158,13 @@ rule paper_table:
         deltas=paper_deltas,
     output:
         csv=report(
-            paths.PAPER + ".csv",
+            f"{paths.PAPER}.csv",
             caption="../report/paper.rst",
             category="{paper}",
             subcategory="tables",
         ),
-        md=paths.PAPER + ".md",
-        tex=paths.PAPER + ".tex",
+        md=f"{paths.PAPER}.md",
+        tex=f"{paths.PAPER}.tex",
     log:
         "logs/paper/{paper}_{item}.log",
     group:
@@ -176,11 +177,12 @@ rule paper_table:
         cpus_per_task=cpus_of,
     params:
         caption=paper_caption,
+        titles=paper_titles,
         code=code_for("paper"),
     shell:
         "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
         "--table={input.table} --deltas {input.deltas} "
-        "--prefix " + fill(paths.PAPER, paper="{wildcards.paper}", item="{wildcards.item}") + " 2> {log}"
+        f"--prefix {PAPER_PREFIX} 2> {{log}}"
 
 
 rule paper_figure:
@@ -189,12 +191,12 @@ rule paper_figure:
         probes=paper_probes,
     output:
         png=report(
-            paths.PAPER + ".png",
+            f"{paths.PAPER}.png",
             caption="../report/paper.rst",
             category="{paper}",
             subcategory="figures",
         ),
-        pdf=paths.PAPER + ".pdf",
+        pdf=f"{paths.PAPER}.pdf",
     log:
         "logs/paper/{paper}_{item}.log",
     group:
@@ -207,12 +209,13 @@ rule paper_figure:
         cpus_per_task=cpus_of,
     params:
         caption=paper_caption,
+        titles=paper_titles,
         probes=paper_probe_args,
         code=code_for("paper"),
     shell:
         "python -m clipbd paper --code {params.code} --item {wildcards.paper}/{wildcards.item} "
         "--table={input.table} --probe {params.probes} "
-        "--prefix " + fill(paths.PAPER, paper="{wildcards.paper}", item="{wildcards.item}") + " 2> {log}"
+        f"--prefix {PAPER_PREFIX} 2> {{log}}"
 
 
 rule paper_captions:
