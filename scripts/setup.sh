@@ -20,7 +20,9 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[setup] installing Python packages into .venv (CPU torch 2.13.0)"
   .venv/bin/pip install -q -r requirements.lock
   .venv/bin/pip install -q --no-deps -e .
-  # the linters scripts/test.sh runs (not job dependencies): ruff, snakefmt (+ its black)
-  .venv/bin/pip install -q ruff==0.17.6 snakefmt==2.1.0 black==26.10.1
+  # what scripts/test.sh runs besides pytest (not job dependencies): the linters ruff and
+  # snakefmt (+ its black), pytest-xdist (+ its execnet) for the test workers
+  .venv/bin/pip install -q ruff==0.17.6 snakefmt==2.1.0 black==26.10.1 pytest-xdist==3.8.0 \
+    execnet==2.1.2
   echo "$WANT" > "$STAMP"
 fi

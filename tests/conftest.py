@@ -1,5 +1,5 @@
 """Shared fixtures, and how the suite is spread over pytest-xdist workers (scripts/test.sh runs
-`-n 2 --dist loadgroup`).
+`-n <cores + 1> --dist loadgroup`).
 
 A test module is one unit of work (its module-scoped fixtures are built once), and the modules
 that read one session-scoped study share a unit (the study is built once): `micro`, `tiny`,
@@ -39,6 +39,8 @@ def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # units in collection order (FIRST), not by test count
 
     class UnitScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
