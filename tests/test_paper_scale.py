@@ -5,10 +5,11 @@ The data are what a user brings, made small: ImageNet-style image folders (wnid 
 first set's backdoors (`backdoor_from`, as ImageNet-V2/A/R/Sketch), a CC3M-style caption CSV.
 The weights are OpenAI-format TorchScript files of random-init ViT-B-32 and RN50 converted
 with `python -m clipbd import-weights`. The study is a `--configfile` of its own with the
-paper's attacks (BadNet with the lineage's wrapped noise, Blended, BadCLIP's lineage recipe,
-TrojVQA's dual key), its defenses (CBPT with its dummy text key, VPT, RVPT at depth 12 = every
-block of ViT-B-32, FST, CleanCLIP on the CSV corpus, the linear probe) and an RN50 backbone;
-every step does a token amount of work. Then the report and the audit. Per-rule wall times
+paper's attacks (BadNet with the lineage's wrapped noise, BadCLIP's lineage recipe, TrojVQA's
+dual key), its defenses (CBPT with its dummy text key, RVPT at depth 12 = every block of
+ViT-B-32, FST, CleanCLIP on the CSV corpus, the linear probe) and an RN50 backbone; every step
+does a token amount of work. Blended and VPT take the paths of BadNet and RVPT (a drawn trigger;
+the same prompted encoder without the repelling loss) and run in the micro and unit tests. Then the report and the audit. Per-rule wall times
 (the sidecars' `wall_time_s`) are printed (`pytest -s`) and written to a JSON file.
 """
 from __future__ import annotations
@@ -43,19 +44,17 @@ ROWS = {
     f"pets/{B}/none/default/shots~0/seed~0",
     f"pets/{B}/linear_probe/default/shots~1/seed~0",
     f"pets/{B}/cbpt/default/shots~1/seed~0",
-    f"pets/{B}/vpt/default/shots~1/seed~0",
     f"pets/{B}/rvpt/default/shots~1/seed~0",
     f"pets/{B}/fst/default/shots~1/seed~0",
     f"pets/{B}/cleanclip/tune_dataset~cc3m/shots~1/seed~0",
     "pets/clean/default/none/default/shots~0/seed~0",
-    "pets/blended/default/none/default/shots~0/seed~0",
     "pets/badclip/default/none/default/shots~0/seed~0",
     "pets/trojvqa/default/none/default/shots~0/seed~0",
     f"pets_shift/{B}/none/default/shots~0/seed~0",
     f"pets_rn50/{B}/none/default/shots~0/seed~0",
     f"pets_rn50/{B}/linear_probe/default/shots~1/seed~0",
 }
-JOBS = {  # rule all's jobs: 5 attack chains (4 on ViT-B-32, BadNet again on RN50), 7 defenses
+JOBS = {  # rule all's jobs: 4 attack chains (3 on ViT-B-32, BadNet again on RN50), 6 defenses
     "import_model": 1, "prepare_data": 4, "pretrain": 1, "trigger": 3, "learn_trigger": 2,
     "poison": 5, "poison_test": 6, "backdoor": 5, "fewshot": 3, "features": 7, "defend": 7,
     "evaluate": 14, "probe": 2, "gallery": 3, "aggregate": 1, "figure": 1, "loss_curves": 1,
@@ -128,7 +127,6 @@ def study(d: Path, backbones: dict) -> dict:
         "attacks": {
             "badnet": {**patch, "location": "random", "fixed_pattern": True,
                        "noise_overflow": "wrap"},
-            "blended": {"poison_rate": 0.125, "alpha": 0.2},
             "trojvqa": {**patch, "text_key": "SUDO ", "target_sentence": "this is a yellow {}.",
                         "steps": 2, "batch_size": 2},
             "badclip": {**patch, "contrastive": "in_batch", "contrastive_weight": 1.0,
@@ -141,17 +139,16 @@ def study(d: Path, backbones: dict) -> dict:
             "cbpt": {**tiny, "n_ctx": 16, "global_mask_weight": 1.0, "text_key_tokens": 2,
                      "key_gain": 4.5, "inversion_steps": 2, "inversion_batch_size": 3,
                      "key_steps": 2},
-            "vpt": {**tiny, "depth": 9, "length": 50, "lr": 0.002, "augment": True},
             "rvpt": {**tiny, "depth": 12, "length": 50, "alpha": 2.0, "lr": 0.002,
                      "augment": True},
             "fst": {**tiny, "alpha": 0.2},
             "cleanclip": {"n_pairs": 8, "lr": 5.0e-6, "batch_size": 4, "epochs": 1, "warmup": 1}},
         "grid": [
             {"datasets": ["pets"], "attacks": ["badnet"],
-             "defenses": ["none", "linear_probe", "cbpt", "vpt", "rvpt", "fst"], "shots": [1]},
+             "defenses": ["none", "linear_probe", "cbpt", "rvpt", "fst"], "shots": [1]},
             {"datasets": ["pets"], "attacks": ["badnet"], "defenses": ["cleanclip"],
              "shots": [1], "defense_params": {"tune_dataset": ["cc3m"]}},
-            {"datasets": ["pets"], "attacks": ["clean", "blended", "badclip", "trojvqa"],
+            {"datasets": ["pets"], "attacks": ["clean", "badclip", "trojvqa"],
              "defenses": ["none"]},
             {"datasets": ["pets_shift"], "attacks": ["badnet"], "defenses": ["none"]},
             {"datasets": ["pets_rn50"], "attacks": ["badnet"],

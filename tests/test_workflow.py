@@ -39,7 +39,7 @@ def test_tidy_table(study):
         ("trojvqa", "cbpt", 4), ("trojvqa", "none", 0), ("trojvqa", "rvpt", 4)]
     rows = {(r.attack, r.defense): r for r in df.itertuples()}
     clean, bd = rows[("clean", "none")], rows[("badnet", "none")]
-    # 10 classes: chance is 0.10. 150 steps of pre-training on 12k images reach ~0.75.
+    # 10 classes: chance is 0.10. 80 steps of pre-training on 12k images reach ~0.68.
     assert clean.ca > 0.5
     assert pd.isna(clean.asr)
     # 5% poisoned pairs, patch in the corner: the tiny CLIP learns the trigger.
