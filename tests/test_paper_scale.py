@@ -9,8 +9,9 @@ paper's attacks (BadNet with the lineage's wrapped noise, BadCLIP's lineage reci
 dual key), its defenses (CBPT with its dummy text key, RVPT at depth 12 = every block of
 ViT-B-32, FST, CleanCLIP on the CSV corpus, the linear probe) and an RN50 backbone; every step
 does a token amount of work. Blended and VPT take the paths of BadNet and RVPT (a drawn trigger;
-the same prompted encoder without the repelling loss) and run in the micro and unit tests. Then the report and the audit. Per-rule wall times
-(the sidecars' `wall_time_s`) are printed (`pytest -s`) and written to a JSON file.
+the same prompted encoder without the repelling loss) and run in the micro and unit tests.
+Then the report and the audit. Per-rule wall times (the sidecars' `wall_time_s`) are printed
+(`pytest -s`) and written to a JSON file.
 """
 from __future__ import annotations
 

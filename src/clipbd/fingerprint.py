@@ -6,8 +6,8 @@ pass these fingerprints as params, so editing one attack's file reruns exactly i
 A Python file counts by what it does, not by its text: its syntax tree without docstrings
 (comments, blank lines and formatting never reach the tree), so an edit of a comment or a
 docstring reruns nothing, while any change of code does. A method's title, table order and
-docs section (DISPLAY) are left out too: the paper jobs that print them take them as a param. Other files (model configs) count
-by their bytes.
+docs section (DISPLAY) are left out too: the paper jobs that print them take them as a param.
+Other files (model configs) count by their bytes.
 """
 from __future__ import annotations
 
