@@ -1,5 +1,5 @@
 """Shared fixtures, and how the suite is spread over pytest-xdist workers (scripts/test.sh runs
-`-n <cores + 1> --dist loadgroup`).
+`-n <cores> --dist loadgroup`).
 
 A test module is one unit of work (its module-scoped fixtures are built once), and the modules
 that read one session-scoped study share a unit (the study is built once): `micro`, `tiny`,

@@ -56,9 +56,9 @@ ROWS = {
     f"pets_rn50/{B}/linear_probe/default/shots~1/seed~0",
 }
 JOBS = {  # rule all's jobs: 4 attack chains (3 on ViT-B-32, BadNet again on RN50), 6 defenses
-    "import_model": 1, "prepare_data": 4, "pretrain": 1, "trigger": 3, "learn_trigger": 2,
-    "poison": 5, "poison_test": 6, "backdoor": 5, "fewshot": 3, "features": 7, "defend": 7,
-    "evaluate": 14, "probe": 2, "gallery": 3, "aggregate": 1, "figure": 1, "loss_curves": 1,
+    "import_model": 1, "prepare_data": 4, "pretrain": 1, "trigger": 2, "learn_trigger": 2,
+    "poison": 4, "poison_test": 5, "backdoor": 4, "fewshot": 3, "features": 6, "defend": 6,
+    "evaluate": 12, "probe": 2, "gallery": 3, "aggregate": 1, "figure": 1, "loss_curves": 1,
     "paper_table": 5, "paper_figure": 1, "paper_captions": 1, "all": 1}
 
 

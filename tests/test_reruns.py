@@ -186,7 +186,8 @@ def test_adding_a_seed_plans_that_seed_s_chain_and_reuses_seed_0(clone):
 
 def test_renaming_a_method_in_the_tables_rebuilds_only_the_paper_items(clone):
     """A title is a DISPLAY fact (clipbd.fingerprint): no backdoor or defense reruns for it,
-    and every paper table and figure, which print it, is rebuilt."""
+    and every paper table and figure, which print it, is rebuilt (then the captions file,
+    which lists them)."""
     path = clone / "src" / "clipbd" / "attacks" / "badnet.py"
     with edited(path, 'title = "BadNet"', 'title = "BadNets"'):
         jobs = planned(clone)
@@ -196,7 +197,7 @@ def test_renaming_a_method_in_the_tables_rebuilds_only_the_paper_items(clone):
     built += [f"paper_figure:{p.relative_to(paper).with_suffix('').as_posix()}"
               for p in paper.rglob("*.png")]
     assert len(built) >= 3 and any(j.startswith("paper_figure") for j in built)
-    assert jobs == sorted(["all", *built])
+    assert jobs == sorted(["all", "paper_captions", *built])
 
 
 def test_comment_and_docstring_edits_of_every_file_plan_nothing(clone):
